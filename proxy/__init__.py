@@ -1,0 +1,1 @@
+"""Proctor: the proxy server, its configuration, sessions, enforcement and stores."""

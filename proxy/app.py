@@ -1,0 +1,67 @@
+"""``create_app`` builds everything a running proxy holds; nothing happens at import."""
+
+from __future__ import annotations
+
+import functools
+from typing import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from adapters.registry import ADAPTERS
+from proxy.calls import error_response, handle_model_call
+from proxy.config import ProxyConfig
+from proxy.context import PROXY, Proxy
+from proxy.errors import InvalidRequest, ProctorError
+from proxy.passthrough import handle_passthrough
+from proxy.store import open_store
+from proxy.upstream import UpstreamClient
+
+MODEL_ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/responses": "responses",
+    "/v1/messages": "messages",
+}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Whatever goes wrong in a handler answers in the API's own error shape; the
+    server keeps serving."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            err = InvalidRequest(
+                f"the request body is larger than {request.app[PROXY].config.max_body_bytes} bytes; "
+                "raise max_body_bytes or send less", code="body_too_large")
+            err.status = 413
+            return error_response(None, err, None)
+        raise
+    except ProctorError as err:
+        return error_response(None, err, None)
+
+
+def create_app(config: ProxyConfig) -> web.Application:
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[errors_middleware])
+    store = open_store(config.store)
+    upstream = UpstreamClient(config)
+    app[PROXY] = Proxy(config=config, store=store, upstream=upstream)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        await upstream.start()
+        yield
+        await upstream.close()
+        await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", healthz)
+    for path, api in MODEL_ROUTES.items():
+        app.router.add_post(path, functools.partial(handle_model_call, adapter=ADAPTERS[api]))
+    app.router.add_route("*", "/v1/{tail:.*}", handle_passthrough)
+    return app

@@ -1,0 +1,85 @@
+"""Settings, from (lowest to highest precedence) defaults, a TOML file,
+``PROCTOR_*`` environment variables, and command-line flags."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from proxy.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+OPENAI_PUBLIC_API = "https://api.openai.com/v1"
+ANTHROPIC_PUBLIC_API = "https://api.anthropic.com/v1"
+
+
+class ProxyConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    upstream: str = OPENAI_PUBLIC_API
+    anthropic_upstream: str = ANTHROPIC_PUBLIC_API
+    store: str = "sqlite:///proctor.db"
+    # When set, replaces the client's credentials upstream. Never logged or stored.
+    upstream_api_key: str | None = Field(None, repr=False)
+    anthropic_api_key: str | None = Field(None, repr=False)
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(600.0, gt=0)  # between bytes; long generations stream slowly
+    max_connections: int = Field(256, ge=1)
+    session_header: str = "X-Proctor-Session"
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+
+_ENV_FIELDS = {
+    "PROCTOR_HOST": "host",
+    "PROCTOR_PORT": "port",
+    "PROCTOR_UPSTREAM": "upstream",
+    "PROCTOR_ANTHROPIC_UPSTREAM": "anthropic_upstream",
+    "PROCTOR_STORE": "store",
+    "PROCTOR_UPSTREAM_API_KEY": "upstream_api_key",
+    "PROCTOR_ANTHROPIC_API_KEY": "anthropic_api_key",
+    "PROCTOR_CONNECT_TIMEOUT": "connect_timeout",
+    "PROCTOR_READ_TIMEOUT": "read_timeout",
+    "PROCTOR_SESSION_HEADER": "session_header",
+}
+
+
+def load_config(
+    file: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ProxyConfig:
+    """Merge the sources; raise :class:`ConfigError` naming the bad setting."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if env.get("OPENAI_BASE_URL"):
+        values["upstream"] = env["OPENAI_BASE_URL"]
+    if env.get("ANTHROPIC_BASE_URL"):
+        base = env["ANTHROPIC_BASE_URL"].rstrip("/")
+        values["anthropic_upstream"] = base if base.endswith("/v1") else base + "/v1"
+    file = file or env.get("PROCTOR_CONFIG")
+    if file:
+        try:
+            with open(file, "rb") as f:
+                values.update(tomllib.load(f))
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {file}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {file} is not valid TOML: {e}") from None
+    values.update({field: env[name] for name, field in _ENV_FIELDS.items() if env.get(name)})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return ProxyConfig(**values)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None

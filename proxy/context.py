@@ -1,0 +1,22 @@
+"""The long-lived parts of a running proxy, built once in ``create_app`` and kept
+under one typed app key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.config import ProxyConfig
+from proxy.store.base import SessionStore
+from proxy.upstream import UpstreamClient
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    config: ProxyConfig
+    store: SessionStore
+    upstream: UpstreamClient
+
+
+PROXY = web.AppKey("proxy", Proxy)

@@ -1,0 +1,60 @@
+"""Every other ``/v1/*`` endpoint (models, files, embeddings, ...): forwarded
+unchanged, streamed back, and recorded as a call with no events."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import aiohttp
+from aiohttp import web
+
+from proxy.calls import error_response
+from proxy.context import PROXY
+from proxy.errors import ProctorError
+from proxy.sessions import resolve_session
+from proxy.store.base import CallRecord, NewCall
+from proxy.upstream import forwardable
+
+
+async def handle_passthrough(request: web.Request) -> web.StreamResponse:
+    proxy = request.app[PROXY]
+    started, t0 = time.time(), time.perf_counter()
+    res = await resolve_session(proxy.store, request.headers, proxy.config.session_header, None)
+    body = await request.read() if request.body_exists else None
+    status, error = 0, None
+    resp: web.StreamResponse | None = None
+    try:
+        up = await proxy.upstream.send(
+            request.method,
+            proxy.upstream.target("passthrough", request.path, request.query_string),
+            proxy.upstream.headers("passthrough", request.headers),
+            body,
+        )
+        async with up:
+            status = up.status
+            headers = dict(forwardable(up.headers))
+            headers["X-Proctor-Session"] = res.session_id
+            resp = web.StreamResponse(status=up.status, headers=headers)
+            await resp.prepare(request)
+            try:
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                error = f"the upstream response broke after it started: {e!r}"
+    except ProctorError as err:
+        status, error = err.status, err.message
+        resp = error_response(None, err, res.session_id)
+    record = CallRecord(
+        id="call_" + uuid.uuid4().hex[:20], session_id=res.session_id, api="passthrough", path=request.path,
+        model=None, stream=False, started=started, latency_ms=(time.perf_counter() - t0) * 1000,
+        status=status, resolved_by=res.resolved_by, error=error,
+    )
+    await proxy.store.record_call(NewCall(call=record, events=(), nodes=()))
+    if error is not None and resp.prepared:
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+    if resp.prepared:
+        await resp.write_eof()
+    return resp

@@ -1,0 +1,104 @@
+"""The storage contract. Every store (SQLite, PostgreSQL) passes the same
+contract tests in ``tests/contract``.
+
+Guarantees every implementation gives:
+- ``record_call`` is atomic: the call, its events and its history nodes are
+  stored together or not at all, and the events of one session get gapless,
+  strictly increasing ``seq`` numbers even when several processes record calls of
+  the same session at once.
+- A ``record_call`` that returned is durable: a reader in another process sees it.
+- Nothing here ever receives an API key: callers pass only what may be stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from adapters.model import TrajectoryEvent
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: str
+    started: float
+    last_call: float
+    calls: int
+    events: int
+    status: str  # "active", "terminated"
+    parent_id: str | None = None
+    root_id: str | None = None
+    depth: int = 0
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One request through the proxy, whatever its outcome."""
+
+    id: str
+    session_id: str
+    api: str  # chat, responses, messages, passthrough
+    path: str
+    model: str | None
+    stream: bool
+    started: float
+    latency_ms: float
+    status: int  # HTTP status returned to the client
+    resolved_by: str  # which session rule attached this call, e.g. "header", "new"
+    error: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    response_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMatch:
+    """The longest prefix of a call's history already in the history tree."""
+
+    length: int  # how many leading events of the history matched (0 = none)
+    node: str | None  # the node at the end of that prefix
+    session_id: str | None  # the session that owns that node
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    """Everything one call adds, recorded in one transaction."""
+
+    call: CallRecord
+    events: Sequence[TrajectoryEvent]  # unplaced; the store assigns seq
+    nodes: Sequence[tuple[str, str | None, int]]  # (node, parent node, index into events or -1)
+    response_id: str | None = None
+    response_node: str | None = None  # the node the response ended on (for previous_response_id)
+    parent_session_id: str | None = None  # set when the call opens a child session
+
+
+class SessionStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def record_call(self, new: NewCall) -> list[TrajectoryEvent]:
+        """Store the call; returns its events as placed (with session, seq, time)."""
+
+    async def match_history(self, chain: Sequence[str], session_id: str | None = None) -> HistoryMatch:
+        """Find the longest prefix of ``chain`` (node ids of a history, in order) that
+        is stored, optionally only among ``session_id``'s nodes. Store work does not
+        grow with the length of the history."""
+
+    async def find_continuation(self, chain: Sequence[str]) -> HistoryMatch:
+        """The longest prefix of ``chain`` that ends on a node where a reply Proctor
+        returned ended, in any session (the latest wins when several share it)."""
+
+    async def session_for_response(self, response_id: str) -> tuple[str, str] | None:
+        """(session id, node) of a response Proctor returned, for previous_response_id."""
+
+    async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def list_sessions(self, *, limit: int = 100, offset: int = 0) -> list[SessionRecord]: ...
+
+    async def get_events(self, session_id: str) -> list[TrajectoryEvent]: ...
+
+    async def get_calls(self, session_id: str) -> list[CallRecord]: ...

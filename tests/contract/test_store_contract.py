@@ -1,0 +1,170 @@
+"""The SessionStore contract, run against every store implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from adapters.model import EventKind, TrajectoryEvent
+from proxy import history
+from proxy.store.base import CallRecord, NewCall, SessionStore
+from proxy.store.sqlite import SqliteStore
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    s = SqliteStore(tmp_path / "contract.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _call(session_id: str, n: int = 0, **kw: object) -> CallRecord:
+    return CallRecord(
+        id=f"call_{session_id}_{n}_{time.perf_counter_ns()}", session_id=session_id, api="chat",
+        path="/v1/chat/completions", model="m", stream=False, started=time.time(), latency_ms=1.0,
+        status=200, resolved_by="header", **kw,  # type: ignore[arg-type]
+    )
+
+
+def _events(*texts: str) -> list[TrajectoryEvent]:
+    return [TrajectoryEvent(kind=EventKind.USER, text=t) for t in texts]
+
+
+def _new(session_id: str, events: list[TrajectoryEvent], base: str = history.ROOT, reply_end: bool = False, **kw: object) -> NewCall:
+    nodes = history.chain(events, start=base)
+    parents = [base, *nodes[:-1]]
+    return NewCall(
+        call=_call(session_id), events=events,
+        nodes=[(n, p, i) for i, (n, p) in enumerate(zip(nodes, parents))],
+        response_node=nodes[-1] if reply_end and nodes else None, **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_record_call_places_events_in_order(store: SessionStore) -> None:
+    placed = await store.record_call(_new("s1", _events("a", "b")))
+    placed += await store.record_call(_new("s1", _events("c")))
+    assert [e.seq for e in placed] == [0, 1, 2]
+    got = await store.get_events("s1")
+    assert [(e.seq, e.text, e.session_id) for e in got] == [(0, "a", "s1"), (1, "b", "s1"), (2, "c", "s1")]
+    session = await store.get_session("s1")
+    assert session is not None and (session.calls, session.events, session.status) == (2, 3, "active")
+    assert len(await store.get_calls("s1")) == 2
+
+
+async def test_unknown_session_is_none(store: SessionStore) -> None:
+    assert await store.get_session("nope") is None
+    assert await store.get_events("nope") == []
+
+
+async def test_events_round_trip_all_fields(store: SessionStore) -> None:
+    ev = TrajectoryEvent(
+        kind=EventKind.TOOL_CALL, tool_name="send_email", arguments={"to": "a@b.c", "n": [1, 2]},
+        tool_call_id="call_1", role="assistant", labels={"untrusted": True},
+    )
+    await store.record_call(_new("s2", [ev]))
+    (got,) = await store.get_events("s2")
+    assert (got.kind, got.tool_name, got.arguments, got.tool_call_id, got.role, got.labels) == (
+        ev.kind, ev.tool_name, ev.arguments, ev.tool_call_id, ev.role, ev.labels)
+    assert got.hash == ev.hash
+
+
+async def test_match_history_finds_longest_prefix_within_session(store: SessionStore) -> None:
+    evs = _events(*[f"m{i}" for i in range(40)])
+    await store.record_call(_new("s3", evs[:30]))
+    full = history.chain(evs)
+    match = await store.match_history(full, "s3")
+    assert (match.length, match.node, match.session_id) == (30, full[29], "s3")
+    assert (await store.match_history(full, "other")).length == 0
+    # a prefix that diverges early still finds the shared part (binary search path)
+    diverged = history.chain([*evs[:5], *_events(*[f"x{i}" for i in range(50)])])
+    assert (await store.match_history(diverged, "s3")).length == 5
+
+
+async def test_find_continuation_needs_a_reply_end(store: SessionStore) -> None:
+    evs = _events("sys", "task", "reply")
+    await store.record_call(_new("s4", evs[:2]))
+    full = history.chain([*evs, *_events("tool result")])
+    assert (await store.find_continuation(full)).session_id is None  # shared prompt alone is no continuation
+    await store.record_call(_new("s4", evs[2:], base=full[1], reply_end=True))
+    match = await store.find_continuation(full)
+    assert (match.length, match.session_id) == (3, "s4")
+
+
+async def test_response_ids_map_to_session_and_node(store: SessionStore) -> None:
+    new = _new("s5", _events("hi"), reply_end=True, response_id="resp_1")
+    new = NewCall(call=new.call, events=new.events, nodes=new.nodes, response_id="resp_1", response_node=new.nodes[0][0])
+    await store.record_call(new)
+    assert await store.session_for_response("resp_1") == ("s5", new.nodes[0][0])
+    assert await store.session_for_response("resp_unknown") is None
+
+
+async def test_child_session_gets_root_and_depth(store: SessionStore) -> None:
+    await store.record_call(_new("parent", _events("p")))
+    await store.record_call(_new("child", _events("c"), parent_session_id="parent"))
+    await store.record_call(_new("grandchild", _events("g"), parent_session_id="child"))
+    g = await store.get_session("grandchild")
+    assert g is not None and (g.parent_id, g.root_id, g.depth) == ("child", "parent", 2)
+
+
+async def test_concurrent_calls_of_one_session_get_one_total_order(store: SessionStore) -> None:
+    await asyncio.gather(*(store.record_call(_new("s6", _events(f"{i}a", f"{i}b"))) for i in range(50)))
+    got = await store.get_events("s6")
+    assert [e.seq for e in got] == list(range(100))
+    # each call's two events stay adjacent and in order
+    for first, second in zip(got[::2], got[1::2]):
+        assert first.call_id == second.call_id and first.text[:-1] == second.text[:-1]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from adapters.model import EventKind, TrajectoryEvent
+    from proxy.store.base import CallRecord, NewCall
+    from proxy.store.sqlite import SqliteStore
+
+    async def main(path, tag, n):
+        s = SqliteStore(path)
+        await s.open()
+        async def one(i):
+            call = CallRecord(id=f"{tag}-{i}", session_id="shared", api="chat", path="/", model="m", stream=False,
+                              started=time.time(), latency_ms=0, status=200, resolved_by="header")
+            evs = [TrajectoryEvent(kind=EventKind.USER, text=f"{tag}-{i}-{k}") for k in range(3)]
+            await s.record_call(NewCall(call=call, events=evs, nodes=()))
+        await asyncio.gather(*(one(i) for i in range(n)))
+        await s.close()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+async def test_two_processes_share_one_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    first = SqliteStore(path)
+    await first.open()  # create the schema once
+    await first.close()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), tag, "60"], cwd=Path(__file__).parents[2])
+        for tag in ("A", "B")
+    ]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    reader = SqliteStore(path)
+    await reader.open()
+    try:
+        got = await reader.get_events("shared")
+        session = await reader.get_session("shared")
+    finally:
+        await reader.close()
+    assert [e.seq for e in got] == list(range(360))
+    assert sorted(e.text for e in got) == sorted(f"{t}-{i}-{k}" for t in "AB" for i in range(60) for k in range(3))
+    for i in range(0, 360, 3):  # a call's events are never interleaved with another's
+        assert len({e.call_id for e in got[i:i + 3]}) == 1
+    assert session is not None and (session.calls, session.events) == (120, 360)
