@@ -14,6 +14,7 @@ from proxy.config import ProxyConfig
 from proxy.context import PROXY, Proxy
 from proxy.errors import InvalidRequest, ProctorError
 from proxy.passthrough import handle_passthrough
+from proxy.sessions import SessionResolver
 from proxy.store import open_store
 from proxy.upstream import UpstreamClient
 
@@ -50,7 +51,7 @@ def create_app(config: ProxyConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[errors_middleware])
     store = open_store(config.store)
     upstream = UpstreamClient(config)
-    app[PROXY] = Proxy(config=config, store=store, upstream=upstream)
+    app[PROXY] = Proxy(config=config, store=store, upstream=upstream, sessions=SessionResolver(store, config))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()

@@ -18,7 +18,7 @@ from adapters.model import Call, EventKind, Reply, TrajectoryEvent
 from proxy import history
 from proxy.context import PROXY, Proxy
 from proxy.errors import InvalidRequest, ProctorError, UpstreamUnavailable
-from proxy.sessions import Resolution, resolve_session
+from proxy.sessions import Resolution, spawn_hashes
 from proxy.store.base import CallRecord, NewCall
 from proxy.upstream import forwardable, read_body
 
@@ -69,11 +69,11 @@ async def handle_model_call(request: web.Request, adapter: Adapter) -> web.Strea
     try:
         call = decode_call(adapter, raw)
     except InvalidRequest as err:
-        res = await resolve_session(proxy.store, request.headers, proxy.config.session_header, None)
+        res = await proxy.sessions.resolve(request.headers, None)
         await _record(proxy, request, adapter, None, res, call_id, started, t0, _failed(err))
         return error_response(adapter, err, res.session_id)
 
-    res = await resolve_session(proxy.store, request.headers, proxy.config.session_header, call)
+    res = await proxy.sessions.resolve(request.headers, call)
     outcome = Outcome()
     try:
         up = await proxy.upstream.send(
@@ -154,18 +154,13 @@ async def _record(
     proxy: Proxy, request: web.Request, adapter: Adapter, call: Call | None, res: Resolution,
     call_id: str, started: float, t0: float, outcome: Outcome,
 ) -> None:
-    history_events = list(call.history[res.matched:]) if call is not None else []
     reply_events = list(outcome.reply.events)
-    events = history_events + reply_events + outcome.extra_events
-    nodes: list[tuple[str, str | None, int]] = []
-    parent = res.base_node
-    for i, node in enumerate(res.new_nodes):
-        nodes.append((node, parent, i))
-        parent = node
-    end_of_request = parent
-    reply_nodes = history.chain(reply_events, start=end_of_request) if reply_events else []
+    events = [*res.append, *reply_events, *outcome.extra_events]
+    nodes = list(res.nodes)
+    reply_nodes = history.chain(reply_events, start=res.tail) if reply_events else []
+    parent = res.tail
     for i, node in enumerate(reply_nodes):
-        nodes.append((node, parent, len(history_events) + i))
+        nodes.append((node, parent, len(res.append) + i))
         parent = node
     usage = outcome.reply.usage
     record = CallRecord(
@@ -191,5 +186,8 @@ async def _record(
             nodes=nodes,
             response_id=outcome.reply.response_id,
             response_node=reply_nodes[-1] if reply_nodes else None,
+            parent_session_id=res.parent_session_id,
+            reply_hashes=[ev.hash for ev in reply_events],
+            spawn_hashes=spawn_hashes(reply_events),
         )
     )

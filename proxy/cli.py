@@ -57,7 +57,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         session = await store.get_session(args.session_id)
         if session is None:
             return None
-        return session, await store.get_calls(args.session_id), await store.get_events(args.session_id)
+        return (
+            session, await store.get_calls(args.session_id), await store.get_events(args.session_id),
+            await _tree(store, session),
+        )
 
     found = asyncio.run(_with_store(_store_url(args), load))
     if found is None:
@@ -71,6 +74,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
     return asyncio.run(run_demo(store=args.store))
+
+
+async def _tree(store: Any, session: Any, limit: int = 200) -> list[tuple[int, Any]]:
+    """The sub-agent tree under the session's root, depth-first, as (depth, session)."""
+    root = await store.get_session(session.root_id or session.id) or session
+    out: list[tuple[int, Any]] = []
+    stack = [(0, root)]
+    while stack and len(out) < limit:
+        depth, node = stack.pop()
+        out.append((depth, node))
+        stack.extend((depth + 1, c) for c in reversed(await store.get_children(node.id)))
+    return out
 
 
 async def _with_store(url: str, fn: Any) -> Any:

@@ -36,6 +36,10 @@ class ProxyConfig(BaseModel):
     read_timeout: float = Field(600.0, gt=0)  # between bytes; long generations stream slowly
     max_connections: int = Field(256, ge=1)
     session_header: str = "X-Proctor-Session"
+    session_harness_headers: bool = True  # Claude Code, Codex, OpenCode, LiteLLM, Helicone, Portkey ids
+    session_traceparent: bool = True  # W3C trace id, when nothing more specific applies
+    session_body_fields: tuple[str, ...] = ()  # e.g. ("metadata.session_id", "user", "prompt_cache_key")
+    subagent_window_s: float = Field(600.0, ge=0)  # how recent a spawning tool call must be
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
 

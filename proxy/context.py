@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from proxy.config import ProxyConfig
+from proxy.sessions import SessionResolver
 from proxy.store.base import SessionStore
 from proxy.upstream import UpstreamClient
 
@@ -17,6 +18,7 @@ class Proxy:
     config: ProxyConfig
     store: SessionStore
     upstream: UpstreamClient
+    sessions: SessionResolver
 
 
 PROXY = web.AppKey("proxy", Proxy)

@@ -12,7 +12,6 @@ from aiohttp import web
 from proxy.calls import error_response
 from proxy.context import PROXY
 from proxy.errors import ProctorError
-from proxy.sessions import resolve_session
 from proxy.store.base import CallRecord, NewCall
 from proxy.upstream import forwardable
 
@@ -20,7 +19,7 @@ from proxy.upstream import forwardable
 async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     started, t0 = time.time(), time.perf_counter()
-    res = await resolve_session(proxy.store, request.headers, proxy.config.session_header, None)
+    res = await proxy.sessions.resolve(request.headers, None)
     body = await request.read() if request.body_exists else None
     status, error = 0, None
     resp: web.StreamResponse | None = None
@@ -50,7 +49,7 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
         model=None, stream=False, started=started, latency_ms=(time.perf_counter() - t0) * 1000,
         status=status, resolved_by=res.resolved_by, error=error,
     )
-    await proxy.store.record_call(NewCall(call=record, events=(), nodes=()))
+    await proxy.store.record_call(NewCall(call=record, events=(), nodes=(), parent_session_id=res.parent_session_id))
     if error is not None and resp.prepared:
         if request.transport is not None:
             request.transport.close()

@@ -51,12 +51,25 @@ def _event_line(ev: TrajectoryEvent) -> str:
     return f"  {ev.seq:>4}  {kind:<11} {body}{flags}"
 
 
-def session_text(session: SessionRecord, calls: Sequence[CallRecord], events: Sequence[TrajectoryEvent]) -> str:
+def tree_lines(tree: Sequence[tuple[int, SessionRecord]], current: str) -> list[str]:
+    return [
+        f"  {'  ' * depth}{'└─ ' if depth else ''}{s.id}{'  <- this session' if s.id == current else ''}"
+        f"  ({s.calls} calls, {s.events} events, {s.status})"
+        for depth, s in tree
+    ]
+
+
+def session_text(
+    session: SessionRecord, calls: Sequence[CallRecord], events: Sequence[TrajectoryEvent],
+    tree: Sequence[tuple[int, SessionRecord]] = (),
+) -> str:
     lines = [
         f"session {session.id}  status {session.status}  started {_when(session.started)} UTC",
         f"  parent {session.parent_id or '-'}  root {session.root_id or session.id}  depth {session.depth}",
         f"  {session.calls} calls, {session.events} events",
     ]
+    if len(tree) > 1:
+        lines += ["", "sub-agent tree:", *tree_lines(tree, session.id)]
     by_call: dict[str | None, list[TrajectoryEvent]] = {}
     for ev in events:
         by_call.setdefault(ev.call_id, []).append(ev)
@@ -73,9 +86,13 @@ def session_text(session: SessionRecord, calls: Sequence[CallRecord], events: Se
     return "\n".join(lines)
 
 
-def session_json(session: SessionRecord, calls: Sequence[CallRecord], events: Sequence[TrajectoryEvent]) -> str:
+def session_json(
+    session: SessionRecord, calls: Sequence[CallRecord], events: Sequence[TrajectoryEvent],
+    tree: Sequence[tuple[int, SessionRecord]] = (),
+) -> str:
     doc: dict[str, Any] = {
         "session": dataclasses.asdict(session),
+        "tree": [{"depth": d, "id": s.id, "parent_id": s.parent_id} for d, s in tree],
         "calls": [dataclasses.asdict(c) for c in calls],
         "events": [ev.to_dict() for ev in events],
     }

@@ -73,6 +73,8 @@ class NewCall:
     response_id: str | None = None
     response_node: str | None = None  # the node the response ended on (for previous_response_id)
     parent_session_id: str | None = None  # set when the call opens a child session
+    reply_hashes: Sequence[str] = ()  # hashes of the reply's events (anchors after compaction)
+    spawn_hashes: Sequence[str] = ()  # hashes of tool-call string arguments (sub-agent tasks)
 
 
 class SessionStore(Protocol):
@@ -91,6 +93,22 @@ class SessionStore(Protocol):
     async def find_continuation(self, chain: Sequence[str]) -> HistoryMatch:
         """The longest prefix of ``chain`` that ends on a node where a reply Proctor
         returned ended, in any session (the latest wins when several share it)."""
+
+    async def find_reply(self, hashes: Sequence[str], session_id: str | None = None) -> tuple[str, str] | None:
+        """(session id, hash) of the most recent reply event among ``hashes`` that
+        Proctor returned, optionally only in ``session_id``."""
+
+    async def known_hashes(self, session_id: str, hashes: Sequence[str]) -> set[str]:
+        """Which of ``hashes`` the session's trajectory already holds."""
+
+    async def known_tool_calls(self, session_id: str, ids: Sequence[str]) -> set[str]:
+        """Which of these tool-call ids the session's trajectory holds as tool calls."""
+
+    async def find_spawner(self, text_hash: str, since: float) -> str | None:
+        """The session that most recently (not before ``since``) made a tool call with
+        a string argument of this hash: the likely parent of a new sub-agent."""
+
+    async def get_children(self, session_id: str) -> list[SessionRecord]: ...
 
     async def session_for_response(self, response_id: str) -> tuple[str, str] | None:
         """(session id, node) of a response Proctor returned, for previous_response_id."""

@@ -49,7 +49,7 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
         {
             "id": str, "parent_id": str, "root_id": str, "depth": int, "started": float,
             "last_call": float, "calls": int, "events": int, "next_seq": int,
-            "status": str, "labels": str,
+            "status": str, "labels": str, "head": str,
         },
         pk="id",
     )
@@ -76,9 +76,18 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
         pk=("session_id", "id"),
     )
     db["responses"].create({"id": str, "session_id": str, "node": str}, pk="id")
+    # Hashes of events Proctor returned (replies): the anchors that find a session
+    # again after its agent compacted the history.
+    db["replies"].create({"session_id": str, "hash": str, "time": float}, pk=("session_id", "hash"))
+    # Normalised string arguments of tool calls: a new session whose first task equals
+    # one of them was spawned by that call's session.
+    db["spawns"].create({"hash": str, "session_id": str, "time": float}, pk=("hash", "session_id"))
+    db["replies"].create_index(["hash", "time"])
+    db["spawns"].create_index(["hash", "time"])
     db["sessions"].create_index(["last_call"])
     db["sessions"].create_index(["parent_id"])
     db["calls"].create_index(["session_id", "started"])
+    db["events"].create_index(["session_id", "tool_call_id"])
     db["nodes"].create_index(["id", "time"])
 
 
@@ -221,6 +230,63 @@ class SqliteStore:
     async def find_continuation(self, chain: Sequence[str]) -> HistoryMatch:
         return await self._submit(lambda conn: _find_continuation(conn, chain), write=False)
 
+    async def find_reply(self, hashes: Sequence[str], session_id: str | None = None) -> tuple[str, str] | None:
+        def read(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            if not hashes:
+                return None
+            marks = ",".join("?" * len(hashes))
+            sql = f"SELECT session_id, hash FROM replies WHERE hash IN ({marks})"
+            params: list[Any] = list(hashes)
+            if session_id is not None:
+                sql += " AND session_id = ?"
+                params.append(session_id)
+            row = conn.execute(sql + " ORDER BY time DESC LIMIT 1", params).fetchone()
+            return (row[0], row[1]) if row else None
+
+        return await self._submit(read, write=False)
+
+    async def known_hashes(self, session_id: str, hashes: Sequence[str]) -> set[str]:
+        def read(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            unique = list(dict.fromkeys(hashes))
+            for i in range(0, len(unique), 500):
+                part = unique[i:i + 500]
+                marks = ",".join("?" * len(part))
+                rows = conn.execute(
+                    f"SELECT DISTINCT hash FROM events WHERE session_id = ? AND hash IN ({marks})", [session_id, *part]
+                )
+                found.update(r[0] for r in rows)
+            return found
+
+        return await self._submit(read, write=False)
+
+    async def known_tool_calls(self, session_id: str, ids: Sequence[str]) -> set[str]:
+        def read(conn: sqlite3.Connection) -> set[str]:
+            marks = ",".join("?" * len(ids))
+            rows = conn.execute(
+                f"SELECT tool_call_id FROM events WHERE session_id = ? AND kind = 'tool_call' AND tool_call_id IN ({marks})",
+                [session_id, *ids],
+            )
+            return {r[0] for r in rows}
+
+        return await self._submit(read, write=False) if ids else set()
+
+    async def find_spawner(self, text_hash: str, since: float) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT session_id FROM spawns WHERE hash = ? AND time >= ? ORDER BY time DESC LIMIT 1", (text_hash, since)
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._submit(read, write=False)
+
+    async def get_children(self, session_id: str) -> list[SessionRecord]:
+        def read(conn: sqlite3.Connection) -> list[SessionRecord]:
+            rows = conn.execute("SELECT * FROM sessions WHERE parent_id = ? ORDER BY started", (session_id,))
+            return [_session_from_row(r) for r in rows]
+
+        return await self._submit(read, write=False)
+
     async def session_for_response(self, response_id: str) -> tuple[str, str] | None:
         def read(conn: sqlite3.Connection) -> tuple[str, str] | None:
             row = conn.execute("SELECT session_id, node FROM responses WHERE id = ?", (response_id,)).fetchone()
@@ -308,10 +374,19 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
         "INSERT OR IGNORE INTO nodes (session_id, id, parent, seq, reply_end, time) VALUES (?, ?, ?, ?, 0, ?)",
         [(call.session_id, node, parent, next_seq + idx if idx >= 0 else None, now) for node, parent, idx in new.nodes],
     )
+    conn.executemany(
+        "INSERT OR REPLACE INTO replies (session_id, hash, time) VALUES (?, ?, ?)",
+        [(call.session_id, h, now) for h in new.reply_hashes],
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO spawns (hash, session_id, time) VALUES (?, ?, ?)",
+        [(h, call.session_id, now) for h in new.spawn_hashes],
+    )
     if new.response_node is not None:
         conn.execute(
             "UPDATE nodes SET reply_end = 1 WHERE session_id = ? AND id = ?", (call.session_id, new.response_node)
         )
+        conn.execute("UPDATE sessions SET head = ? WHERE id = ?", (new.response_node, call.session_id))
     if new.response_id:
         conn.execute(
             "INSERT OR REPLACE INTO responses (id, session_id, node) VALUES (?, ?, ?)",
@@ -377,10 +452,17 @@ def _find_continuation(conn: sqlite3.Connection, chain: Sequence[str]) -> Histor
         return HistoryMatch(0, None, None)
     marks = ",".join("?" * len(tail))
     rows = conn.execute(
-        f"SELECT id, session_id FROM nodes WHERE reply_end = 1 AND id IN ({marks}) ORDER BY time", list(tail)
-    )
-    found = {node: owner for node, owner in rows}
-    for i in range(len(chain) - 1, len(chain) - len(tail) - 1, -1):
-        if chain[i] in found:
-            return HistoryMatch(i + 1, chain[i], found[chain[i]])
-    return HistoryMatch(0, None, None)
+        f"SELECT n.id, n.session_id, s.head = n.id, s.started, n.time FROM nodes n JOIN sessions s ON s.id = n.session_id"
+        f" WHERE n.reply_end = 1 AND n.id IN ({marks})",
+        list(tail),
+    ).fetchall()
+    if not rows:
+        return HistoryMatch(0, None, None)
+    position = {node: i for i, node in enumerate(chain)}
+    longest = max(position[r[0]] for r in rows)
+    candidates = [r for r in rows if position[r[0]] == longest]
+    # Several sessions with the same history (identical agents): the oldest one
+    # still waiting at this reply takes the call, so lockstep twins stay apart.
+    waiting = sorted((r for r in candidates if r[2]), key=lambda r: r[3])
+    owner = waiting[0][1] if waiting else max(candidates, key=lambda r: r[4])[1]
+    return HistoryMatch(longest + 1, chain[longest], owner)
