@@ -8,12 +8,18 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from adapters.registry import ADAPTERS
-from proxy.calls import error_response, handle_model_call
+from adapters.registry import ADAPTERS, ENFORCERS
+from proxy import api as admin_api
+from proxy.approvals import Approvals
+from proxy.calls import body_too_large, error_response, handle_model_call
 from proxy.config import ProxyConfig
 from proxy.context import PROXY, Proxy
-from proxy.errors import InvalidRequest, ProctorError
+from proxy.errors import ProctorError
 from proxy.passthrough import handle_passthrough
+from proxy.policy.embedded import EmbeddedEngine
+from proxy.policy.engine import PolicyEngine
+from proxy.policy.opa import OpaEngine
+from proxy.policy.point import PolicyPoint
 from proxy.sessions import SessionResolver
 from proxy.store import open_store
 from proxy.upstream import UpstreamClient
@@ -37,32 +43,44 @@ async def errors_middleware(request: web.Request, handler):  # type: ignore[no-u
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status == 413:
-            err = InvalidRequest(
-                f"the request body is larger than {request.app[PROXY].config.max_body_bytes} bytes; "
-                "raise max_body_bytes or send less", code="body_too_large")
-            err.status = 413
-            return error_response(None, err, None)
+            return error_response(None, body_too_large(request.app[PROXY].config.max_body_bytes), None)
         raise
     except ProctorError as err:
         return error_response(None, err, None)
+
+
+def build_policy_point(config: ProxyConfig) -> PolicyPoint:
+    engine: PolicyEngine = OpaEngine(config.opa_url) if config.policy_engine == "opa" else EmbeddedEngine()
+    return PolicyPoint(
+        engine, policies=config.policies, query=config.policy_query, mode=config.policy_mode,
+        shadow_rules=config.shadow_rules, fail_open=config.fail_open, timeout=config.policy_timeout,
+        reload_interval=config.policy_reload_interval,
+    )
 
 
 def create_app(config: ProxyConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[errors_middleware])
     store = open_store(config.store)
     upstream = UpstreamClient(config)
-    app[PROXY] = Proxy(config=config, store=store, upstream=upstream, sessions=SessionResolver(store, config))
+    policy = build_policy_point(config)
+    app[PROXY] = Proxy(
+        config=config, store=store, upstream=upstream, sessions=SessionResolver(store, config),
+        policy=policy, approvals=Approvals(config.approval_timeout),
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
+        await policy.start()  # a policy that does not compile stops the start, naming file:line:col
         await upstream.start()
         yield
         await upstream.close()
+        await policy.close()
         await store.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/healthz", healthz)
     for path, api in MODEL_ROUTES.items():
-        app.router.add_post(path, functools.partial(handle_model_call, adapter=ADAPTERS[api]))
+        app.router.add_post(path, functools.partial(handle_model_call, adapter=ADAPTERS[api], enforcer=ENFORCERS[api]))
+    admin_api.add_routes(app)
     app.router.add_route("*", "/v1/{tail:.*}", handle_passthrough)
     return app

@@ -1,26 +1,37 @@
-"""One model call, hop by hop: decode, resolve the session, forward, decode the
-reply, record, answer. Streaming and non-streaming share everything but the
-forwarding loop, and every outcome (success, upstream error, bad input, a cut
-stream) ends in exactly one ``record_call``."""
+"""One model call, hop by hop (DESIGN.md "One call"): decode, resolve the session,
+judge what the call adds, forward, judge each tool call and the final message
+of the reply, record, answer. Streaming and non-streaming share everything but
+the forwarding loop, and every outcome (success, refusal, upstream error, bad
+input, a cut stream) ends in exactly one ``record_call``."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 from adapters.base import Adapter, BadRequest
+from adapters.edits import ActionEdit, Enforcer, TextEdit
 from adapters.model import Call, EventKind, Reply, TrajectoryEvent
 from proxy import history
 from proxy.context import PROXY, Proxy
+from proxy.enforcement import Enforcement, refusal_text
 from proxy.errors import InvalidRequest, ProctorError, UpstreamUnavailable
+from proxy.policy.decision import Finding
 from proxy.sessions import Resolution, spawn_hashes
 from proxy.store.base import CallRecord, NewCall
 from proxy.upstream import forwardable, read_body
+
+
+class PolicyDenied(ProctorError):
+    status = 403
+    code = "policy_denied"
+    type = "policy_denied"
 
 
 @dataclass
@@ -42,6 +53,14 @@ def error_response(adapter: Adapter | None, err: ProctorError, session_id: str |
     return web.Response(status=err.status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
 
+def body_too_large(limit: int) -> InvalidRequest:
+    err = InvalidRequest(
+        f"the request body is larger than {limit} bytes; raise max_body_bytes or send less", code="body_too_large"
+    )
+    err.status = 413
+    return err
+
+
 def _response_headers(upstream: aiohttp.ClientResponse, session_id: str) -> dict[str, str]:
     headers = dict(forwardable(upstream.headers))
     headers["X-Proctor-Session"] = session_id
@@ -61,81 +80,202 @@ def decode_call(adapter: Adapter, raw: bytes) -> Call:
         raise InvalidRequest(e.message, code=e.code, param=e.param) from None
 
 
-async def handle_model_call(request: web.Request, adapter: Adapter) -> web.StreamResponse:
-    proxy = request.app[PROXY]
-    started, t0 = time.time(), time.perf_counter()
-    call_id = "call_" + uuid.uuid4().hex[:20]
-    raw = await request.read()
-    try:
-        call = decode_call(adapter, raw)
-    except InvalidRequest as err:
-        res = await proxy.sessions.resolve(request.headers, None)
-        await _record(proxy, request, adapter, None, res, call_id, started, t0, _failed(err))
-        return error_response(adapter, err, res.session_id)
+async def handle_model_call(request: web.Request, adapter: Adapter, enforcer: Enforcer) -> web.StreamResponse:
+    return await ModelCall(request, adapter, enforcer).run()
 
-    res = await proxy.sessions.resolve(request.headers, call)
-    outcome = Outcome()
-    try:
-        up = await proxy.upstream.send(
-            "POST",
-            proxy.upstream.target(adapter.api, request.path, request.query_string),
-            proxy.upstream.headers(adapter.api, request.headers),
-            raw,
-        )
-    except ProctorError as err:
-        await _record(proxy, request, adapter, call, res, call_id, started, t0, _failed(err))
-        return error_response(adapter, err, res.session_id)
 
-    async with up:
-        outcome.status = up.status
-        if call.stream and up.status == 200:
-            return await _stream(request, proxy, adapter, call, res, up, call_id, started, t0, outcome)
+class ModelCall:
+    def __init__(self, request: web.Request, adapter: Adapter, enforcer: Enforcer) -> None:
+        self.request = request
+        self.proxy: Proxy = request.app[PROXY]
+        self.adapter = adapter
+        self.enforcer = enforcer
+        self.started, self.t0 = time.time(), time.perf_counter()
+        self.call_id = "call_" + uuid.uuid4().hex[:20]
+        self.call: Call | None = None
+        self.res: Resolution | None = None
+        self.enf: Enforcement | None = None
+        self.outcome = Outcome()
+
+    @property
+    def session_id(self) -> str:
+        assert self.res is not None
+        return self.res.session_id
+
+    async def run(self) -> web.StreamResponse:
+        proxy, request = self.proxy, self.request
         try:
-            body = await read_body(up, proxy.config.read_timeout)
+            raw: bytes | None = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raw = None
+        try:
+            if raw is None:
+                raise body_too_large(proxy.config.max_body_bytes)
+            self.call = call = decode_call(self.adapter, raw)
+        except InvalidRequest as err:
+            self.res = await proxy.sessions.resolve(request.headers, None)
+            return await self._fail(err)
+
+        self.res = await proxy.sessions.resolve(request.headers, call)
+        self.enf = await Enforcement.open(
+            proxy.policy, proxy.approvals, proxy.store, call, self.res, self.call_id, request.headers,
+            proxy.config.policy_window,
+        )
+        refused = await self.enf.check_request()
+        if refused:
+            return await self._refuse(refused)
+        try:
+            up = await proxy.upstream.send(
+                "POST", proxy.upstream.target(self.adapter.api, request.path, request.query_string),
+                proxy.upstream.headers(self.adapter.api, request.headers), raw,
+            )
         except ProctorError as err:
-            await _record(proxy, request, adapter, call, res, call_id, started, t0, _failed(err))
-            return error_response(adapter, err, res.session_id)
-    if up.status == 200:
-        outcome.reply = adapter.decode_response(_loads_or_none(body))
-    else:
-        outcome.error = f"upstream answered {up.status}: {body[:500].decode('utf-8', 'replace')}"
-    await _record(proxy, request, adapter, call, res, call_id, started, t0, outcome)
-    return web.Response(status=up.status, body=body, headers=_response_headers(up, res.session_id))
+            return await self._fail(err)
 
+        async with up:
+            self.outcome.status = up.status
+            if call.stream and up.status == 200:
+                return await self._stream(up)
+            try:
+                body = await read_body(up, proxy.config.read_timeout)
+            except ProctorError as err:
+                return await self._fail(err)
+        if up.status == 200:
+            body = await self._enforce_json(body)
+        else:
+            self.outcome.error = f"upstream answered {up.status}: {body[:500].decode('utf-8', 'replace')}"
+        await self._record()
+        return web.Response(status=up.status, body=body, headers=_response_headers(up, self.session_id))
 
-async def _stream(
-    request: web.Request, proxy: Proxy, adapter: Adapter, call: Call, res: Resolution,
-    up: aiohttp.ClientResponse, call_id: str, started: float, t0: float, outcome: Outcome,
-) -> web.StreamResponse:
-    """Forward each chunk as it arrives; decode alongside; record before the end."""
-    resp = web.StreamResponse(status=up.status, headers=_response_headers(up, res.session_id))
-    await resp.prepare(request)
-    decoder = adapter.stream_decoder()
-    fault: ProctorError | None = None
-    try:
-        async for chunk in up.content.iter_any():
-            decoder.feed(chunk)
-            await resp.write(chunk)
-    except (aiohttp.ClientError, TimeoutError) as e:
-        fault = UpstreamUnavailable(f"the upstream stream broke after it started: {e!r}", code="upstream_stream_cut")
-    except ConnectionResetError:
-        outcome.error = "the client disconnected before the stream ended"
-    outcome.reply = decoder.reply()
-    if fault is not None:
-        outcome.status, outcome.error = fault.status, fault.message
-        outcome.extra_events.append(_error_event(fault))
-    await _record(proxy, request, adapter, call, res, call_id, started, t0, outcome)
-    if fault is not None:
-        # The client must see a broken stream, as it would have without us.
-        if request.transport is not None:
-            request.transport.close()
+    async def _enforce_json(self, body: bytes) -> bytes:
+        """Judge the reply's tool calls in order, then its final message; rewrite the
+        body only when a verdict changes something."""
+        assert self.enf is not None and self.call is not None
+        doc = _loads_or_none(body)
+        reply = self.adapter.decode_response(doc)
+        self.outcome.reply = reply
+        edits: list[ActionEdit] = []
+        earlier: list[TrajectoryEvent] = []
+        for ev in reply.events:
+            if ev.kind is EventKind.TOOL_CALL:
+                edits.append(await self.enf.check_action(ev, len(edits), earlier))
+            earlier.append(ev)
+        text: TextEdit | None = None
+        if not edits and reply.events and reply.events[-1].kind is EventKind.ASSISTANT:
+            text = await self.enf.check_message(reply.events[-1], list(reply.events[:-1]), delivered=False)
+        if text is None and all(e.verdict == "allow" for e in edits):
+            return body
+        assert isinstance(doc, dict)
+        return orjson.dumps(self.enforcer.rewrite_response(doc, edits, text))
+
+    async def _stream(self, up: aiohttp.ClientResponse) -> web.StreamResponse:
+        """Text flows as it arrives; each tool call is held by the enforcer's stream
+        filter until judged; the trajectory is recorded before the stream ends."""
+        assert self.enf is not None
+        resp = web.StreamResponse(status=up.status, headers=_response_headers(up, self.session_id))
+        await resp.prepare(self.request)
+        decoder = self.adapter.stream_decoder()
+        gate = self.enforcer.stream_filter()
+        fault: ProctorError | None = None
+        judged: list[TrajectoryEvent] = []
+        try:
+            async for chunk in up.content.iter_any():
+                decoder.feed(chunk)
+                gate.feed(chunk)
+                if not await self._drain(gate, resp, judged):
+                    break
+        except (aiohttp.ClientError, TimeoutError) as e:
+            fault = UpstreamUnavailable(f"the upstream stream broke after it started: {e!r}", code="upstream_stream_cut")
+        gate.close()
+        if fault is None and self.outcome.error is None:
+            await self._drain(gate, resp, judged)
+        reply = self.outcome.reply = decoder.reply()
+        if fault is None and reply.events and reply.events[-1].kind is EventKind.ASSISTANT and not judged:
+            await self.enf.check_message(reply.events[-1], list(reply.events[:-1]), delivered=True)
+        if fault is not None:
+            self.outcome.status, self.outcome.error = fault.status, fault.message
+            self.outcome.extra_events.append(_error_event(fault))
+        await self._record()
+        if fault is not None:
+            if self.request.transport is not None:  # the client must see a broken stream, as without us
+                self.request.transport.close()
+            return resp
+        if self.outcome.error is None:
+            await resp.write_eof()
         return resp
-    if outcome.error is None:
-        await resp.write_eof()
-    return resp
+
+    async def _drain(self, gate: Any, resp: web.StreamResponse, judged: list[TrajectoryEvent]) -> bool:
+        """Write what the filter releases, judging held tool calls; False when the client left."""
+        assert self.enf is not None
+        while (item := gate.next()) is not None:
+            if isinstance(item, TrajectoryEvent):
+                gate.decide(await self.enf.check_action(item, len(judged), list(judged)))
+                judged.append(item)
+                continue
+            try:
+                await resp.write(item)
+            except ConnectionResetError:  # aiohttp's ClientConnectionResetError is also a ClientError
+                self.outcome.error = "the client disconnected before the stream ended"
+                return False
+        return True
+
+    async def _refuse(self, findings: tuple[Finding, ...]) -> web.StreamResponse:
+        """A request-stage denial: a 403 in the API's error shape, or (deny_response =
+        message) an assistant answer that explains it, so agent loops carry on."""
+        assert self.call is not None
+        text = refusal_text(None, findings)
+        self.outcome.status = 403
+        self.outcome.error = text
+        if self.proxy.config.deny_response == "message":
+            self.outcome.status = 200
+            headers = {"X-Proctor-Session": self.session_id}
+            await self._record()
+            if self.call.stream:
+                body = self.enforcer.text_reply_stream(self.call, text)
+                return web.Response(body=body, content_type="text/event-stream", headers=headers)
+            return web.Response(body=orjson.dumps(self.enforcer.text_reply(self.call, text)),
+                                content_type="application/json", headers=headers)
+        err = PolicyDenied(text, param=findings[0].rule)
+        await self._record()
+        return error_response(self.adapter, err, self.session_id)
+
+    async def _fail(self, err: ProctorError) -> web.Response:
+        self.outcome = Outcome(status=err.status, error=err.message, extra_events=[_error_event(err)])
+        await self._record()
+        return error_response(self.adapter, err, self.session_id)
+
+    async def _record(self) -> None:
+        res, call, outcome, enf = self.res, self.call, self.outcome, self.enf
+        assert res is not None
+        reply_events = enf.finish(outcome.reply.events) if enf is not None else list(outcome.reply.events)
+        decision_events = enf.decision_events() if enf is not None else []
+        events = [*res.append, *reply_events, *decision_events, *outcome.extra_events]
+        nodes = list(res.nodes)
+        reply_nodes = history.chain(reply_events, start=res.tail) if reply_events else []
+        parent = res.tail
+        for i, node in enumerate(reply_nodes):
+            nodes.append((node, parent, len(res.append) + i))
+            parent = node
+        usage = outcome.reply.usage
+        record = CallRecord(
+            id=self.call_id, session_id=res.session_id, api=self.adapter.api, path=self.request.path,
+            model=call.model if call is not None else None, stream=call.stream if call is not None else False,
+            started=self.started, latency_ms=(time.perf_counter() - self.t0) * 1000, status=outcome.status,
+            resolved_by=res.resolved_by, error=outcome.error, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, response_id=outcome.reply.response_id,
+        )
+        await self.proxy.store.record_call(
+            NewCall(
+                call=record, events=events, nodes=nodes, response_id=outcome.reply.response_id,
+                response_node=reply_nodes[-1] if reply_nodes else None, parent_session_id=res.parent_session_id,
+                reply_hashes=[ev.hash for ev in reply_events], spawn_hashes=spawn_hashes(reply_events),
+                labels=enf.labels if enf is not None else {}, terminate=enf.terminate if enf is not None else False,
+                decisions=enf.records if enf is not None else (),
+            )
+        )
 
 
-def _loads_or_none(body: bytes) -> object:
+def _loads_or_none(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -144,50 +284,3 @@ def _loads_or_none(body: bytes) -> object:
 
 def _error_event(err: ProctorError) -> TrajectoryEvent:
     return TrajectoryEvent(kind=EventKind.ERROR, text=err.message, labels={"code": err.code, "status": err.status})
-
-
-def _failed(err: ProctorError) -> Outcome:
-    return Outcome(status=err.status, error=err.message, extra_events=[_error_event(err)])
-
-
-async def _record(
-    proxy: Proxy, request: web.Request, adapter: Adapter, call: Call | None, res: Resolution,
-    call_id: str, started: float, t0: float, outcome: Outcome,
-) -> None:
-    reply_events = list(outcome.reply.events)
-    events = [*res.append, *reply_events, *outcome.extra_events]
-    nodes = list(res.nodes)
-    reply_nodes = history.chain(reply_events, start=res.tail) if reply_events else []
-    parent = res.tail
-    for i, node in enumerate(reply_nodes):
-        nodes.append((node, parent, len(res.append) + i))
-        parent = node
-    usage = outcome.reply.usage
-    record = CallRecord(
-        id=call_id,
-        session_id=res.session_id,
-        api=adapter.api,
-        path=request.path,
-        model=call.model if call is not None else None,
-        stream=call.stream if call is not None else False,
-        started=started,
-        latency_ms=(time.perf_counter() - t0) * 1000,
-        status=outcome.status,
-        resolved_by=res.resolved_by,
-        error=outcome.error,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        response_id=outcome.reply.response_id,
-    )
-    await proxy.store.record_call(
-        NewCall(
-            call=record,
-            events=events,
-            nodes=nodes,
-            response_id=outcome.reply.response_id,
-            response_node=reply_nodes[-1] if reply_nodes else None,
-            parent_session_id=res.parent_session_id,
-            reply_hashes=[ev.hash for ev in reply_events],
-            spawn_hashes=spawn_hashes(reply_events),
-        )
-    )

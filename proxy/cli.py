@@ -70,6 +70,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    from proxy.policy.bundle import bundled_library
+    from proxy.policy.testing import report, run_tests
+
+    return report(run_tests(args.dir or bundled_library(), args.run), sys.stdout, args.verbose)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
@@ -123,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sessions":
             p.add_argument("--limit", type=int, default=50)
         p.set_defaults(func=fn)
+
+    policy = sub.add_parser("policy", help="work with policy directories").add_subparsers(dest="policy_command", required=True)
+    ptest = policy.add_parser("test", help="run *_test.rego with the embedded engine (like opa test)")
+    ptest.add_argument("dir", nargs="?", help="policy directory (default: the bundled library)")
+    ptest.add_argument("-v", "--verbose", action="store_true", help="list passing tests too")
+    ptest.add_argument("-r", "--run", default=None, help="only tests whose name matches this regex")
+    ptest.set_defaults(func=cmd_policy_test)
 
     demo = sub.add_parser("demo", help="run a scripted agent session through Proctor, no API key needed")
     demo.add_argument("--store", default="sqlite:///proctor-demo.db", help="where to record the demo session")

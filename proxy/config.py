@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,6 +41,20 @@ class ProxyConfig(BaseModel):
     session_body_fields: tuple[str, ...] = ()  # e.g. ("metadata.session_id", "user", "prompt_cache_key")
     subagent_window_s: float = Field(600.0, ge=0)  # how recent a spawning tool call must be
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Policies
+    policies: str | None = None  # a policy directory; None: the bundled library
+    policy_engine: Literal["embedded", "opa"] = "embedded"
+    opa_url: str = "http://127.0.0.1:8181"
+    policy_query: str = "data.proctor.decision"
+    policy_mode: Literal["enforce", "shadow"] = "enforce"
+    shadow_rules: tuple[str, ...] = ()  # rules decided and recorded but never enforced
+    fail_open: bool = False  # engine errors and timeouts deny unless this is set
+    policy_timeout: float = Field(2.0, gt=0)
+    policy_reload_interval: float = Field(1.0, ge=0)  # seconds between checks for changed policy files; 0: never
+    policy_window: int = Field(32, ge=0)  # stored events a policy sees before this call's own
+    deny_response: Literal["error", "message"] = "error"  # request-stage denials: 403 error or assistant text
+    approval_timeout: float = Field(300.0, gt=0)  # an unanswered ask is denied after this long
+    admin_token: str | None = Field(None, repr=False)  # guards /api and /ui; without it they answer on loopback only
 
 
 _ENV_FIELDS = {
@@ -54,6 +68,13 @@ _ENV_FIELDS = {
     "PROCTOR_CONNECT_TIMEOUT": "connect_timeout",
     "PROCTOR_READ_TIMEOUT": "read_timeout",
     "PROCTOR_SESSION_HEADER": "session_header",
+    "PROCTOR_POLICIES": "policies",
+    "PROCTOR_POLICY_ENGINE": "policy_engine",
+    "PROCTOR_OPA_URL": "opa_url",
+    "PROCTOR_POLICY_MODE": "policy_mode",
+    "PROCTOR_FAIL_OPEN": "fail_open",
+    "PROCTOR_DENY_RESPONSE": "deny_response",
+    "PROCTOR_ADMIN_TOKEN": "admin_token",
 }
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from proxy.approvals import Approvals
 from proxy.config import ProxyConfig
+from proxy.policy.point import PolicyPoint
 from proxy.sessions import SessionResolver
 from proxy.store.base import SessionStore
 from proxy.upstream import UpstreamClient
@@ -19,6 +21,8 @@ class Proxy:
     store: SessionStore
     upstream: UpstreamClient
     sessions: SessionResolver
+    policy: PolicyPoint
+    approvals: Approvals
 
 
 PROXY = web.AppKey("proxy", Proxy)

@@ -38,7 +38,11 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
             await resp.prepare(request)
             try:
                 async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
+                    try:
+                        await resp.write(chunk)
+                    except ConnectionResetError:  # aiohttp's ClientConnectionResetError is also a ClientError
+                        error = "the client disconnected before the response ended"
+                        break
             except (aiohttp.ClientError, TimeoutError) as e:
                 error = f"the upstream response broke after it started: {e!r}"
     except ProctorError as err:

@@ -39,8 +39,8 @@ class LoopThread:
         self.thread.join(5)
 
 
-async def start_app(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+async def start_app(app: web.Application, **kw: Any) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, **kw)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -53,7 +53,9 @@ class Upstream:
     def __init__(self, loop: LoopThread) -> None:
         self._responder: Responder = echo_responder
         self.app = create_model_app(lambda api, body: self._responder(api, body), chunks=5)
-        self.runner, base = loop.run(start_app(self.app))
+        # handler_cancellation: when the proxy gives up on a slow answer (a timeout
+        # test), the scripted answer is not built later, in the middle of another test.
+        self.runner, base = loop.run(start_app(self.app, handler_cancellation=True))
         self.url = base + "/v1"
 
     def answer(self, responder: Responder | Turn | Fault) -> None:

@@ -32,6 +32,7 @@ class SessionRecord:
     root_id: str | None = None
     depth: int = 0
     labels: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,9 @@ class NewCall:
     parent_session_id: str | None = None  # set when the call opens a child session
     reply_hashes: Sequence[str] = ()  # hashes of the reply's events (anchors after compaction)
     spawn_hashes: Sequence[str] = ()  # hashes of tool-call string arguments (sub-agent tasks)
+    labels: dict[str, Any] = field(default_factory=dict)  # merged into the session's labels
+    terminate: bool = False  # the session ends; later calls are refused
+    decisions: Sequence[Any] = ()  # proxy.policy.point.DecisionRecord, in the order they were made
 
 
 class SessionStore(Protocol):
@@ -114,6 +118,15 @@ class SessionStore(Protocol):
         """(session id, node) of a response Proctor returned, for previous_response_id."""
 
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def session_view(self, session_id: str, limit: int) -> tuple[SessionRecord | None, list[TrajectoryEvent]]:
+        """The session and its last ``limit`` events in one read (what a policy needs)."""
+
+    async def recent_events(self, session_id: str, limit: int) -> list[TrajectoryEvent]:
+        """The session's last ``limit`` events, oldest first (the policy window)."""
+
+    async def get_decisions(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's decision-log records, oldest first."""
 
     async def list_sessions(self, *, limit: int = 100, offset: int = 0) -> list[SessionRecord]: ...
 

@@ -49,7 +49,7 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
         {
             "id": str, "parent_id": str, "root_id": str, "depth": int, "started": float,
             "last_call": float, "calls": int, "events": int, "next_seq": int,
-            "status": str, "labels": str, "head": str,
+            "status": str, "labels": str, "counters": str, "head": str,
         },
         pk="id",
     )
@@ -84,6 +84,17 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
     db["spawns"].create({"hash": str, "session_id": str, "time": float}, pk=("hash", "session_id"))
     db["replies"].create_index(["hash", "time"])
     db["spawns"].create_index(["hash", "time"])
+    # Decision-log records shaped like OPA's; the input's trajectory is a seq range.
+    db["decisions"].create(
+        {
+            "id": str, "session_id": str, "call_id": str, "stage": str, "event_seq": int, "path": str,
+            "input": str, "traj_from": int, "traj_to": int, "result": str, "decision": str, "outcome": str,
+            "rules": str, "revision": str, "engine": str, "eval_ms": float, "time": float, "error": str,
+        },
+        pk="id",
+    )
+    db["decisions"].create_index(["session_id", "time"])
+    db["decisions"].create_index(["outcome", "time"])
     db["sessions"].create_index(["last_call"])
     db["sessions"].create_index(["parent_id"])
     db["calls"].create_index(["session_id", "started"])
@@ -125,6 +136,7 @@ def _session_from_row(row: sqlite3.Row) -> SessionRecord:
         id=row["id"], started=row["started"], last_call=row["last_call"], calls=row["calls"],
         events=row["events"], status=row["status"], parent_id=row["parent_id"],
         root_id=row["root_id"], depth=row["depth"], labels=orjson.loads(row["labels"] or "{}"),
+        counters=orjson.loads(row["counters"] or "{}"),
     )
 
 
@@ -308,6 +320,34 @@ class SqliteStore:
 
         return await self._submit(read, write=False)
 
+    async def session_view(self, session_id: str, limit: int) -> tuple[SessionRecord | None, list[TrajectoryEvent]]:
+        def read(conn: sqlite3.Connection) -> tuple[SessionRecord | None, list[TrajectoryEvent]]:
+            row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                return None, []
+            rows = conn.execute(
+                "SELECT * FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT ?", (session_id, limit)
+            ).fetchall()
+            return _session_from_row(row), [_event_from_row(r) for r in reversed(rows)]
+
+        return await self._submit(read, write=False)
+
+    async def recent_events(self, session_id: str, limit: int) -> list[TrajectoryEvent]:
+        def read(conn: sqlite3.Connection) -> list[TrajectoryEvent]:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT ?", (session_id, limit)
+            ).fetchall()
+            return [_event_from_row(r) for r in reversed(rows)]
+
+        return await self._submit(read, write=False)
+
+    async def get_decisions(self, session_id: str) -> list[dict[str, Any]]:
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute("SELECT * FROM decisions WHERE session_id = ? ORDER BY time, rowid", (session_id,))
+            return [_decision_from_row(r) for r in rows]
+
+        return await self._submit(read, write=False)
+
     async def get_events(self, session_id: str) -> list[TrajectoryEvent]:
         def read(conn: sqlite3.Connection) -> list[TrajectoryEvent]:
             rows = conn.execute("SELECT * FROM events WHERE session_id = ? ORDER BY seq", (session_id,))
@@ -324,6 +364,28 @@ class SqliteStore:
             ]
 
         return await self._submit(read, write=False)
+
+
+def _decision_from_row(row: sqlite3.Row) -> dict[str, Any]:
+    """An OPA-style decision-log entry."""
+    return {
+        "decision_id": row["id"],
+        "session_id": row["session_id"],
+        "call_id": row["call_id"],
+        "stage": row["stage"],
+        "event_seq": row["event_seq"],
+        "path": row["path"],
+        "input": orjson.loads(row["input"]),
+        "trajectory": {"session_id": row["session_id"], "from_seq": row["traj_from"], "to_seq": row["traj_to"]},
+        "result": orjson.loads(row["result"]) if row["result"] else None,
+        "decision": orjson.loads(row["decision"]),
+        "outcome": row["outcome"],
+        "bundles": {"proctor": {"revision": row["revision"]}},
+        "engine": row["engine"],
+        "metrics": {"timer_eval_ms": row["eval_ms"]},
+        "timestamp": row["time"],
+        "error": row["error"],
+    }
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -347,8 +409,8 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
             if prow is not None:
                 root, depth = prow[0], prow[1] + 1
         conn.execute(
-            "INSERT INTO sessions (id, parent_id, root_id, depth, started, last_call, calls, events, next_seq, status, labels)"
-            " VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 'active', '{}')",
+            "INSERT INTO sessions (id, parent_id, root_id, depth, started, last_call, calls, events, next_seq, status,"
+            " labels, counters) VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 'active', '{}', '{}')",
             (call.session_id, parent, root, depth, call.started, call.started),
         )
         next_seq = 0
@@ -401,11 +463,51 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
             call.output_tokens, call.response_id,
         ),
     )
+    state = conn.execute("SELECT labels, counters FROM sessions WHERE id = ?", (call.session_id,)).fetchone()
+    labels = orjson.loads(state[0] or "{}")
+    labels.update(new.labels)
+    counters = _count(orjson.loads(state[1] or "{}"), call, placed, new)
     conn.execute(
-        "UPDATE sessions SET next_seq = ?, calls = calls + 1, events = events + ?, last_call = max(last_call, ?) WHERE id = ?",
-        (next_seq + len(placed), len(placed), call.started, call.session_id),
+        "UPDATE sessions SET next_seq = ?, calls = calls + 1, events = events + ?, last_call = max(last_call, ?),"
+        " labels = ?, counters = ?, status = CASE WHEN ? THEN 'terminated' ELSE status END WHERE id = ?",
+        (next_seq + len(placed), len(placed), call.started, orjson.dumps(labels), orjson.dumps(counters),
+         new.terminate, call.session_id),
+    )
+    conn.executemany(
+        "INSERT INTO decisions (id, session_id, call_id, stage, event_seq, path, input, traj_from, traj_to, result,"
+        " decision, outcome, rules, revision, engine, eval_ms, time, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                d.decision_id, call.session_id, call.id, d.stage,
+                next_seq + d.action_index if d.action_index is not None else None, d.path,
+                orjson.dumps(d.input, default=str), d.trajectory_range[0], d.trajectory_range[1],
+                orjson.dumps(d.result, default=str), orjson.dumps(d.decision.to_dict()), d.decision.outcome,
+                " ".join(sorted({f.rule for f in (*d.decision.deny, *d.decision.ask, *d.decision.terminate, *d.decision.warn)})),
+                d.revision, d.engine, d.eval_ms, d.time, d.error,
+            )
+            for d in new.decisions
+        ],
     )
     return placed
+
+
+def _count(counters: dict[str, Any], call: CallRecord, placed: list[TrajectoryEvent], new: NewCall) -> dict[str, Any]:
+    """Session counters policies read instead of scanning the trajectory."""
+    counters["calls"] = counters.get("calls", 0) + 1
+    counters["events"] = counters.get("events", 0) + len(placed)
+    counters["input_tokens"] = counters.get("input_tokens", 0) + (call.input_tokens or 0)
+    counters["output_tokens"] = counters.get("output_tokens", 0) + (call.output_tokens or 0)
+    per_tool: dict[str, int] = counters.setdefault("tool_calls", {})
+    for ev in placed:
+        if ev.kind is EventKind.TOOL_CALL and ev.tool_name:
+            per_tool[ev.tool_name] = per_tool.get(ev.tool_name, 0) + 1
+    counters["tool_calls_total"] = sum(per_tool.values())
+    outcomes: dict[str, int] = counters.setdefault("decisions", {})
+    for d in new.decisions:
+        outcome = d.decision.outcome
+        if outcome != "allow":
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return counters
 
 
 def _match_history(conn: sqlite3.Connection, chain: Sequence[str], session_id: str | None) -> HistoryMatch:

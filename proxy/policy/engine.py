@@ -1,0 +1,31 @@
+"""The contract every policy engine fulfils (embedded regorus, an OPA server)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from proxy.errors import ProctorError
+from proxy.policy.bundle import Bundle
+
+
+class EngineError(ProctorError):
+    """Evaluation failed (runtime error, panic, timeout, unreachable server)."""
+
+    code = "policy_engine_error"
+
+
+class PolicyEngine(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def load(self, bundle: Bundle) -> None:
+        """Compile and switch to ``bundle``; on failure raise PolicyError and keep
+        serving the previous bundle."""
+
+    async def evaluate(self, query: str, input_json: bytes) -> tuple[Any, str]:
+        """The value of ``query`` (e.g. ``data.proctor.decision``) for this input (None
+        when undefined), and the revision of the bundle that made it. Raises
+        EngineError."""

@@ -1,0 +1,211 @@
+"""The policy decision point: builds the input document, asks the engine, and
+turns the answer into a :class:`Decision`, failing closed on any engine fault
+unless configured to fail open. It also keeps the loaded bundle fresh (hot
+reload) and makes the decision-log records the store keeps.
+
+The input a policy sees (documented in policies/README.md, schema in
+policies/input.schema.json)::
+
+    stage        "request" (what arrives with a call) or "action" (each tool call / final message)
+    session      id, parent, root, depth, labels, counters, started, status, events
+    trajectory   the session's most recent events (a window, see policy_window)
+                 followed by this call's events so far
+    new          the events this call adds
+    action       the pending tool call or final message (stage "action")
+    call         api, model, tools, params, client
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from adapters.model import Call, TrajectoryEvent
+from proxy.policy.bundle import PolicyError, bundled_library, fingerprint, load_bundle
+from proxy.policy.decision import Decision, DecisionShapeError, Finding, parse_decision
+from proxy.policy.engine import EngineError, PolicyEngine
+from proxy.store.base import SessionRecord
+
+log = logging.getLogger("proctor.policy")
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One decision, shaped like an OPA decision-log entry. The trajectory is kept
+    by reference (the session's seq range), not copied."""
+
+    decision_id: str
+    session_id: str
+    call_id: str
+    stage: str
+    path: str
+    input: dict[str, Any]  # without the trajectory
+    trajectory_range: tuple[int, int]  # seqs [from, to) of the stored events the policy saw
+    result: Any
+    decision: Decision
+    revision: str
+    engine: str
+    eval_ms: float
+    time: float
+    error: str | None = None
+    action_index: int | None = None  # which event of this call's appended events it judged
+
+
+@dataclass
+class SessionView:
+    """What the decision point knows about a session for one call; labels are
+    updated in place as decisions within the call set them."""
+
+    record: SessionRecord | None
+    window: list[TrajectoryEvent]
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_seq(self) -> int:
+        return self.record.events if self.record else 0
+
+
+def event_doc(ev: TrajectoryEvent, seq: int | None = None) -> dict[str, Any]:
+    return {
+        "seq": ev.seq if ev.seq is not None else seq,
+        "kind": ev.kind.value,
+        "role": ev.role,
+        "text": ev.text,
+        "tool_name": ev.tool_name,
+        "arguments": ev.arguments,
+        "tool_call_id": ev.tool_call_id,
+        "labels": ev.labels,
+        "call_id": ev.call_id,
+    }
+
+
+def call_doc(call: Call | None, client: dict[str, Any]) -> dict[str, Any]:
+    if call is None:
+        return {"api": None, "model": None, "tools": [], "params": {}, "client": client}
+    return {
+        "api": call.api,
+        "model": call.model,
+        "tools": [{"name": t.name, "description": t.description} for t in call.tools],
+        "params": call.params,
+        "client": client,
+    }
+
+
+class PolicyPoint:
+    def __init__(
+        self, engine: PolicyEngine, *, policies: str | Path | None, query: str, mode: str,
+        shadow_rules: Sequence[str], fail_open: bool, timeout: float, reload_interval: float,
+    ) -> None:
+        self.engine = engine
+        self.root = Path(policies) if policies else bundled_library()
+        self.query = query
+        self.mode = mode
+        self.shadow_rules = frozenset(shadow_rules)
+        self.fail_open = fail_open
+        self.timeout = timeout
+        self.reload_interval = reload_interval
+        self.revision = ""
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.engine.start()
+        await self._load()  # a bad policy at start is fatal: raise PolicyError
+        if self.reload_interval > 0:
+            self._watcher = asyncio.create_task(self._watch(), name="proctor-policy-reload")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await self.engine.close()
+
+    async def _load(self) -> None:
+        fp = fingerprint(self.root)
+        bundle = load_bundle(self.root)
+        await self.engine.load(bundle)
+        self.revision, self._fingerprint = bundle.revision, fp
+        log.info("policies loaded from %s, revision %s", self.root, bundle.revision)
+
+    async def reload_if_changed(self) -> bool:
+        """Load the directory again if it changed; a bad edit keeps the old revision serving."""
+        if fingerprint(self.root) == self._fingerprint:
+            return False
+        try:
+            await self._load()
+            return True
+        except PolicyError as e:
+            self._fingerprint = fingerprint(self.root)  # do not retry until the next edit
+            log.error("policy reload refused, revision %s keeps serving: %s", self.revision, e.message)
+            return False
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval)
+            try:
+                await self.reload_if_changed()
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("policy reload failed")
+
+    def build_input(
+        self, stage: str, view: SessionView, session_id: str, current: Sequence[TrajectoryEvent],
+        new: Sequence[TrajectoryEvent], action: TrajectoryEvent | None, call: Call | None, client: dict[str, Any],
+    ) -> dict[str, Any]:
+        rec = view.record
+        base = view.base_seq
+        trajectory = [event_doc(ev) for ev in view.window]
+        trajectory += [event_doc(ev, base + i) for i, ev in enumerate(current)]
+        return {
+            "stage": stage,
+            "session": {
+                "id": session_id,
+                "parent": rec.parent_id if rec else None,
+                "root": (rec.root_id if rec else None) or session_id,
+                "depth": rec.depth if rec else 0,
+                "labels": view.labels,
+                "counters": rec.counters if rec else {},
+                "started": rec.started if rec else time.time(),
+                "status": rec.status if rec else "active",
+                "events": base,
+            },
+            "trajectory": trajectory,
+            "new": [event_doc(ev, base + len(current) - len(new) + i) for i, ev in enumerate(new)],
+            "action": event_doc(action, base + len(current)) if action is not None else None,
+            "call": call_doc(call, client),
+        }
+
+    async def judge(
+        self, stage: str, view: SessionView, session_id: str, call_id: str, current: Sequence[TrajectoryEvent],
+        new: Sequence[TrajectoryEvent], action: TrajectoryEvent | None, call: Call | None, client: dict[str, Any],
+    ) -> DecisionRecord:
+        doc = self.build_input(stage, view, session_id, current, new, action, call, client)
+        t0 = time.perf_counter()
+        result: Any = None
+        error: str | None = None
+        revision = self.revision
+        try:
+            result, revision = await asyncio.wait_for(
+                self.engine.evaluate(self.query, orjson.dumps(doc, default=str)), self.timeout
+            )
+            decision = parse_decision(result, shadow_rules=self.shadow_rules, mode=self.mode)  # type: ignore[arg-type]
+        except (EngineError, DecisionShapeError, asyncio.TimeoutError) as e:
+            error = str(e) or f"policy evaluation took longer than {self.timeout:g}s"
+            log.error("policy engine error (%s): %s", "fail open" if self.fail_open else "fail closed", error)
+            finding = Finding("proctor.engine_error", f"the policy engine failed: {error}", self.mode)  # type: ignore[arg-type]
+            decision = Decision(warn=(finding,)) if self.fail_open else Decision(deny=(finding,))
+        eval_ms = (time.perf_counter() - t0) * 1000
+        view.labels.update(decision.labels)
+        base = view.base_seq
+        del doc["trajectory"]
+        return DecisionRecord(
+            decision_id=str(uuid.uuid4()), session_id=session_id, call_id=call_id, stage=stage, path=self.query,
+            input=doc, trajectory_range=(base - len(view.window), base + len(current)), result=result,
+            decision=decision, revision=revision, engine=self.engine.name, eval_ms=eval_ms, time=time.time(),
+            error=error,
+        )

@@ -1,0 +1,174 @@
+"""``proctor show`` / ``proctor sessions`` read back what real SDK sessions through
+the proxy recorded: the whole trajectory, in order."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from proxy.cli import main
+from proxy.scripted_model import Fault, ToolCallSpec, Turn
+
+from .conftest import events_of
+
+KEY = "sk-client-e2e-cli-0123456789"
+TOOLS: Any = [
+    {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {}}}}
+    for n in ("search_docs", "read_file")
+]
+EVENT_LINE = re.compile(r"^\s+(\d+)\s+(system|user|assistant|tool_call|tool_result|decision|error)\s+(.*)$")
+
+
+def chat_agent(api: str, body: dict[str, Any]) -> Turn:
+    results = [m for m in body["messages"] if m["role"] == "tool"]
+    if not results:
+        return Turn(tool_calls=(
+            ToolCallSpec("search_docs", {"query": "staging db port"}),
+            ToolCallSpec("read_file", {"path": "deploy/staging.env"}),
+        ))
+    return Turn(text="The staging database listens on port 6432.")
+
+
+def run_chat_session(proxy: Any, upstream: Any) -> str:
+    upstream.answer(chat_agent)
+    client = openai.OpenAI(base_url=proxy.url, api_key=KEY, max_retries=0, timeout=10)
+    messages: list[Any] = [
+        {"role": "system", "content": "You are an ops assistant."},
+        {"role": "user", "content": "Which port does the staging database use?"},
+    ]
+    outputs = {"search_docs": "see deploy/staging.env", "read_file": "DB_PORT=6432"}
+    session = ""
+    for stream in (True, False):  # the first step streamed, the second not
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=messages, tools=TOOLS, stream=stream
+        )
+        session = session or raw.headers["x-proctor-session"]
+        assert raw.headers["x-proctor-session"] == session
+        if stream:  # accumulate the deltas the way agent loops do
+            text, calls = "", {}  # type: ignore[var-annotated]
+            for chunk in raw.parse():
+                delta = chunk.choices[0].delta
+                text += delta.content or ""
+                for d in delta.tool_calls or []:
+                    c = calls.setdefault(d.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+                    c["id"] += d.id or ""
+                    c["function"]["name"] += (d.function and d.function.name) or ""
+                    c["function"]["arguments"] += (d.function and d.function.arguments) or ""
+            message = {"role": "assistant", "content": text or None, "tool_calls": [calls[i] for i in sorted(calls)]}
+        else:
+            message = raw.parse().choices[0].message.model_dump(exclude_none=True)
+        messages.append(message)
+        for call in message.get("tool_calls") or []:
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": outputs[call["function"]["name"]]})
+    client.close()
+    assert message["content"] == "The staging database listens on port 6432."
+    return session
+
+
+def show(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+TRAJECTORY = [
+    ("system", "You are an ops assistant."),
+    ("user", "Which port does the staging database use?"),
+    ("tool_call", 'search_docs({"query":"staging db port"})'),
+    ("tool_call", 'read_file({"path":"deploy/staging.env"})'),
+    ("tool_result", "search_docs -> see deploy/staging.env"),
+    ("tool_result", "read_file -> DB_PORT=6432"),
+    ("assistant", "The staging database listens on port 6432."),
+]
+
+
+def test_show_prints_whole_trajectory_in_order(proxy: Any, upstream: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    session = run_chat_session(proxy, upstream)
+    rc, out, err = show(capsys, "show", session, "--store", proxy.config.store)
+    assert rc == 0 and err == ""
+
+    lines = out.splitlines()
+    assert lines[0].startswith(f"session {session}")
+    assert "2 calls, 7 events" in out
+    call_lines = [i for i, line in enumerate(lines) if line.startswith("call ")]
+    assert len(call_lines) == 2
+    assert "chat gpt-test  stream status 200" in lines[call_lines[0]] and "resolved by new" in lines[call_lines[0]]
+    assert "chat gpt-test  status 200" in lines[call_lines[1]] and "resolved by history" in lines[call_lines[1]]
+
+    rows = [(i, int(m[1]), m[2], m[3]) for i, line in enumerate(lines) if (m := EVENT_LINE.match(line))]
+    assert [seq for _, seq, _, _ in rows] == list(range(7))
+    assert [(kind, body) for _, _, kind, body in rows] == TRAJECTORY
+    # Each call's events are printed under that call: the request's turns and the
+    # reply of call 1, then the tool results and the final answer of call 2.
+    assert call_lines[0] < rows[0][0] and rows[3][0] < call_lines[1] < rows[4][0]
+
+
+def test_show_json_and_sessions(proxy: Any, upstream: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    session = run_chat_session(proxy, upstream)
+    store = proxy.config.store
+
+    rc, out, _ = show(capsys, "show", session, "--store", store, "--json")
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["session"]["id"] == session and len(doc["calls"]) == 2
+    assert [c["status"] for c in doc["calls"]] == [200, 200]
+    assert [e["seq"] for e in doc["events"]] == list(range(7))
+    assert [e["kind"] for e in doc["events"]] == [k for k, _ in TRAJECTORY]
+    assert doc["events"][2]["arguments"] == {"query": "staging db port"}
+    assert doc["events"] == [e.to_dict() for e in events_of(proxy, session)]
+
+    rc, out, _ = show(capsys, "sessions", "--store", store)
+    assert rc == 0 and session in out and out.splitlines()[0].startswith("SESSION")
+    rc, out, _ = show(capsys, "sessions", "--store", store, "--json")
+    (listed,) = json.loads(out)
+    assert (listed["id"], listed["calls"], listed["events"]) == (session, 2, 7)
+
+    rc, out, err = show(capsys, "show", "ses_does_not_exist", "--store", store)
+    assert rc == 1 and out == "" and "ses_does_not_exist" in err
+
+
+def test_show_includes_failed_calls_and_anthropic(proxy: Any, upstream: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Failed calls are part of the trajectory too, with what went wrong."""
+    headers = {"X-Proctor-Session": "cli-mixed"}
+    upstream.answer(Turn(text="Let me check.", tool_calls=(ToolCallSpec("lookup", {"id": 7}),)))
+    client = anthropic.Anthropic(base_url=proxy.base, api_key=KEY, max_retries=0, default_headers=headers)
+    client.messages.create(model="claude-test", max_tokens=64, messages=[{"role": "user", "content": "find 7"}])
+    bad = httpx.post(proxy.url + "/messages", content=b"{oops", headers=headers)
+    assert bad.status_code == 400
+    upstream.answer(Fault(status=500))
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.create(model="claude-test", max_tokens=64, messages=[{"role": "user", "content": "again"}])
+    client.close()
+
+    rc, out, _ = show(capsys, "show", "cli-mixed", "--store", proxy.config.store)
+    assert rc == 0
+    calls = [line for line in out.splitlines() if line.startswith("call ")]
+    assert [re.search(r"status (\d+)", c)[1] for c in calls] == ["200", "400", "500"]  # type: ignore[index]
+    assert all("messages" in c and "resolved by header" in c for c in calls)
+    errors = [line for line in out.splitlines() if line.startswith("  error: ")]
+    assert len(errors) == 2 and "not valid JSON" in errors[0] and "500" in errors[1]
+    rows = [(m[2], m[3]) for line in out.splitlines() if (m := EVENT_LINE.match(line))]
+    assert rows[:3] == [("user", "find 7"), ("assistant", "Let me check."), ("tool_call", 'lookup({"id":7})')]
+    assert rows[3][0] == "error" and "not valid JSON" in rows[3][1]
+    assert ("user", "again") in rows[4:]
+
+
+def test_console_script_show(proxy: Any, upstream: Any) -> None:
+    """The installed entry point, in its own process, reading the live store."""
+    session = run_chat_session(proxy, upstream)
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "show", session, "--store", proxy.config.store],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [(m[2], m[3]) for line in done.stdout.splitlines() if (m := EVENT_LINE.match(line))]
+    assert rows == TRAJECTORY
