@@ -77,6 +77,15 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
     return report(run_tests(args.dir or bundled_library(), args.run), sys.stdout, args.verbose)
 
 
+def cmd_policy_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from proxy.policy.schema import input_schema
+
+    print(json.dumps(input_schema(), indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
@@ -137,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     ptest.add_argument("-v", "--verbose", action="store_true", help="list passing tests too")
     ptest.add_argument("-r", "--run", default=None, help="only tests whose name matches this regex")
     ptest.set_defaults(func=cmd_policy_test)
+    pschema = policy.add_parser("schema", help="print the JSON Schema of the policy input")
+    pschema.set_defaults(func=cmd_policy_schema)
 
     demo = sub.add_parser("demo", help="run a scripted agent session through Proctor, no API key needed")
     demo.add_argument("--store", default="sqlite:///proctor-demo.db", help="where to record the demo session")

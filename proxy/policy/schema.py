@@ -1,0 +1,95 @@
+"""The policy input and decision documents as pydantic models: the source of the
+JSON Schema in ``policies/input.schema.json`` (``proctor policy schema``). The
+hot path builds plain dicts (see :meth:`PolicyPoint.build_input`); a test keeps
+the two in agreement."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventDoc(_Doc):
+    """One trajectory event."""
+
+    seq: int | None = Field(description="position in the session's trajectory (provisional for this call's events)")
+    kind: Literal["system", "user", "assistant", "tool_call", "tool_result", "decision", "error"]
+    role: str | None = Field(description="the wire role as sent (system, developer, user, assistant, tool)")
+    text: str | None
+    tool_name: str | None
+    arguments: Any = Field(description="tool-call arguments, parsed JSON")
+    tool_call_id: str | None
+    labels: dict[str, Any] = Field(description="what Proctor knows about the event: denied, unverified, orphan, rewritten, ...")
+    call_id: str | None
+
+
+class SessionDoc(_Doc):
+    id: str
+    parent: str | None = Field(description="the session that spawned this one (sub-agents)")
+    root: str
+    depth: int
+    labels: dict[str, Any] = Field(description="state carried between calls, set by decisions' labels")
+    counters: dict[str, Any] = Field(description="calls, events, tool_calls {name: n}, tool_calls_total, tokens, decisions")
+    started: float
+    status: Literal["active", "terminated"]
+    events: int = Field(description="events recorded before this call")
+
+
+class ToolDoc(_Doc):
+    name: str
+    description: str | None
+
+
+class ClientDoc(_Doc):
+    key_id: str | None = Field(description="a one-way fingerprint of the API key, never the key")
+    agent: str | None = Field(description="the X-Proctor-Agent header")
+    user_agent: str | None
+
+
+class CallDoc(_Doc):
+    api: Literal["chat", "responses", "messages"] | None
+    model: str | None
+    tools: list[ToolDoc]
+    params: dict[str, Any]
+    client: ClientDoc
+
+
+class PolicyInput(_Doc):
+    """``input`` of every evaluation."""
+
+    stage: Literal["request", "action"]
+    session: SessionDoc
+    trajectory: list[EventDoc] = Field(description="the last policy_window stored events, then this call's events so far")
+    new: list[EventDoc] = Field(description="the events this call adds (user turns, tool results)")
+    action: EventDoc | None = Field(description="the pending tool call or final message (stage action)")
+    call: CallDoc
+
+
+class FindingDoc(_Doc):
+    rule: str
+    message: str = ""
+    mode: Literal["enforce", "shadow"] | None = None
+
+
+class DecisionDoc(BaseModel):
+    """``data.proctor.decision``: what a policy answers."""
+
+    allow: bool | None = None
+    deny: list[FindingDoc] = []
+    warn: list[FindingDoc] = []
+    ask: list[FindingDoc] = []
+    terminate: list[FindingDoc] | bool = []
+    patch: dict[str, Any] | None = Field(None, description='{"arguments": {...}} or {"text": "..."}')
+    labels: dict[str, Any] = {}
+
+
+def input_schema() -> dict[str, Any]:
+    schema = PolicyInput.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Proctor policy input"
+    return schema
