@@ -116,6 +116,11 @@ class ModelCall:
             self.res = await proxy.sessions.resolve(request.headers, None)
             return await self._fail(err)
 
+        if call.tools and isinstance(call.params.get("n"), int) and call.params["n"] > 1:
+            self.res = await proxy.sessions.resolve(request.headers, call)
+            return await self._fail(InvalidRequest(
+                "n > 1 with tools is not supported: Proctor judges the tool calls of one choice; send n = 1",
+                code="unsupported_parameter", param="n"))
         self.res = await proxy.sessions.resolve(request.headers, call)
         self.enf = await Enforcement.open(
             proxy.policy, proxy.approvals, proxy.store, call, self.res, self.call_id, request.headers,
@@ -187,9 +192,12 @@ class ModelCall:
         except (aiohttp.ClientError, TimeoutError) as e:
             fault = UpstreamUnavailable(f"the upstream stream broke after it started: {e!r}", code="upstream_stream_cut")
         gate.close()
+        reply = self.outcome.reply = decoder.reply()
+        unjudged = sum(ev.kind is EventKind.TOOL_CALL for ev in reply.events) > len(judged)
+        if fault is None and unjudged:  # ended inside a tool call: never release what was not judged
+            fault = UpstreamUnavailable("the upstream stream ended inside a tool call", code="upstream_stream_cut")
         if fault is None and self.outcome.error is None:
             await self._drain(gate, resp, judged)
-        reply = self.outcome.reply = decoder.reply()
         if fault is None and reply.events and reply.events[-1].kind is EventKind.ASSISTANT and not judged:
             await self.enf.check_message(reply.events[-1], list(reply.events[:-1]), delivered=True)
         if fault is not None:
@@ -201,7 +209,10 @@ class ModelCall:
                 self.request.transport.close()
             return resp
         if self.outcome.error is None:
-            await resp.write_eof()
+            try:
+                await resp.write_eof()
+            except ConnectionResetError:  # the client left right after the last event; all is recorded
+                pass
         return resp
 
     async def _drain(self, gate: Any, resp: web.StreamResponse, judged: list[TrajectoryEvent]) -> bool:

@@ -151,7 +151,7 @@ class SessionResolver:
         full = history.chain(call.history)
         if key is not None:
             return await self._within(key, call, full)
-        match = await self.store.find_continuation(full)
+        match = await self.store.find_continuation(full, _tail_tool_call_ids(call))
         if match.session_id is not None:
             return _plan(match.session_id, "history", call, full[match.length - 1], match.length, full[match.length:])
         compacted = await self._after_compaction(call, full)
@@ -181,15 +181,19 @@ class SessionResolver:
         last = _last_model_turn(call)
         if last < 0:
             return -1
-        found = await self.store.find_reply([call.history[last].hash], session_id)
-        return last + 1 if found else -1
+        ev = call.history[last]
+        found = await self.store.reply_sessions(ev.hash, ev.tool_call_id, limit=1000 if session_id else 2)
+        if session_id is not None:
+            return last + 1 if session_id in found else -1
+        return last + 1 if len(found) == 1 else -1
 
     async def _after_compaction(self, call: Call, full: list[str]) -> Resolution | None:
         last = _last_model_turn(call)
         if last < 0:
             return None
-        found = await self.store.find_reply([call.history[last].hash])
-        if found is None:
+        ev = call.history[last]
+        found = await self.store.reply_sessions(ev.hash, ev.tool_call_id)
+        if len(found) != 1:  # unknown, or a reply several sessions got: too ambiguous to anchor
             return None
         sid = found[0]
         known = await self.store.known_hashes(sid, [ev.hash for ev in call.history[: last + 1]])
@@ -201,6 +205,17 @@ class SessionResolver:
             return None
         since = time.time() - self.config.subagent_window_s
         return await self.store.find_spawner(task_hash(first_task), since)
+
+
+def _tail_tool_call_ids(call: Call, limit: int = 8) -> list[str]:
+    """Tool-call ids of the latest tool calls in the history (ties between identical histories)."""
+    ids: list[str] = []
+    for ev in reversed(call.history):
+        if ev.kind is EventKind.TOOL_CALL and ev.tool_call_id:
+            ids.append(ev.tool_call_id)
+            if len(ids) == limit:
+                break
+    return ids
 
 
 def _last_model_turn(call: Call) -> int:

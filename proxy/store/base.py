@@ -94,13 +94,15 @@ class SessionStore(Protocol):
         is stored, optionally only among ``session_id``'s nodes. Store work does not
         grow with the length of the history."""
 
-    async def find_continuation(self, chain: Sequence[str]) -> HistoryMatch:
+    async def find_continuation(self, chain: Sequence[str], tool_call_ids: Sequence[str] = ()) -> HistoryMatch:
         """The longest prefix of ``chain`` that ends on a node where a reply Proctor
-        returned ended, in any session (the latest wins when several share it)."""
+        returned ended, in any session. When several sessions share it, the one that
+        issued one of ``tool_call_ids`` wins, else the oldest still waiting there,
+        else the latest."""
 
-    async def find_reply(self, hashes: Sequence[str], session_id: str | None = None) -> tuple[str, str] | None:
-        """(session id, hash) of the most recent reply event among ``hashes`` that
-        Proctor returned, optionally only in ``session_id``."""
+    async def reply_sessions(self, hash: str, tool_call_id: str | None = None, limit: int = 2) -> list[str]:
+        """Sessions (at most ``limit``) that Proctor returned this reply event to: by
+        the tool-call id it issued when there is one, else by content hash, latest first."""
 
     async def known_hashes(self, session_id: str, hashes: Sequence[str]) -> set[str]:
         """Which of ``hashes`` the session's trajectory already holds."""

@@ -99,6 +99,8 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
     db["sessions"].create_index(["parent_id"])
     db["calls"].create_index(["session_id", "started"])
     db["events"].create_index(["session_id", "tool_call_id"])
+    db["events"].create_index(["tool_call_id"])
+    db["events"].create_index(["session_id", "hash"])
     db["nodes"].create_index(["id", "time"])
 
 
@@ -239,21 +241,22 @@ class SqliteStore:
     async def match_history(self, chain: Sequence[str], session_id: str | None = None) -> HistoryMatch:
         return await self._submit(lambda conn: _match_history(conn, chain, session_id), write=False)
 
-    async def find_continuation(self, chain: Sequence[str]) -> HistoryMatch:
-        return await self._submit(lambda conn: _find_continuation(conn, chain), write=False)
+    async def find_continuation(self, chain: Sequence[str], tool_call_ids: Sequence[str] = ()) -> HistoryMatch:
+        return await self._submit(lambda conn: _find_continuation(conn, chain, tool_call_ids), write=False)
 
-    async def find_reply(self, hashes: Sequence[str], session_id: str | None = None) -> tuple[str, str] | None:
-        def read(conn: sqlite3.Connection) -> tuple[str, str] | None:
-            if not hashes:
-                return None
-            marks = ",".join("?" * len(hashes))
-            sql = f"SELECT session_id, hash FROM replies WHERE hash IN ({marks})"
-            params: list[Any] = list(hashes)
-            if session_id is not None:
-                sql += " AND session_id = ?"
-                params.append(session_id)
-            row = conn.execute(sql + " ORDER BY time DESC LIMIT 1", params).fetchone()
-            return (row[0], row[1]) if row else None
+    async def reply_sessions(self, hash: str, tool_call_id: str | None = None, limit: int = 2) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            if tool_call_id:
+                rows = conn.execute(
+                    "SELECT DISTINCT session_id FROM events WHERE tool_call_id = ? AND kind = 'tool_call' LIMIT ?",
+                    (tool_call_id, limit),
+                ).fetchall()
+                if rows:
+                    return [r[0] for r in rows]
+            rows = conn.execute(
+                "SELECT session_id FROM replies WHERE hash = ? ORDER BY time DESC LIMIT ?", (hash, limit)
+            ).fetchall()
+            return [r[0] for r in rows]
 
         return await self._submit(read, write=False)
 
@@ -545,7 +548,7 @@ def _match_history(conn: sqlite3.Connection, chain: Sequence[str], session_id: s
     return HistoryMatch(best[0] + 1, chain[best[0]], best[1])
 
 
-def _find_continuation(conn: sqlite3.Connection, chain: Sequence[str]) -> HistoryMatch:
+def _find_continuation(conn: sqlite3.Connection, chain: Sequence[str], tool_call_ids: Sequence[str] = ()) -> HistoryMatch:
     """The longest prefix of ``chain`` that ends where a reply Proctor returned ended.
     Only the tail is searched: an agent continuing a session sends its last reply
     followed by a few new turns, never hundreds."""
@@ -563,6 +566,16 @@ def _find_continuation(conn: sqlite3.Connection, chain: Sequence[str]) -> Histor
     position = {node: i for i, node in enumerate(chain)}
     longest = max(position[r[0]] for r in rows)
     candidates = [r for r in rows if position[r[0]] == longest]
+    if len(candidates) > 1 and tool_call_ids:
+        # Identical histories, but tool-call ids (not part of the hash) were issued to one of them.
+        ids, owners = list(tool_call_ids), [r[1] for r in candidates]
+        hit = conn.execute(
+            f"SELECT DISTINCT session_id FROM events WHERE kind = 'tool_call' AND tool_call_id IN ({','.join('?' * len(ids))})"
+            f" AND session_id IN ({','.join('?' * len(owners))}) LIMIT 2",
+            [*ids, *owners],
+        ).fetchall()
+        if len(hit) == 1:
+            return HistoryMatch(longest + 1, chain[longest], hit[0][0])
     # Several sessions with the same history (identical agents): the oldest one
     # still waiting at this reply takes the call, so lockstep twins stay apart.
     waiting = sorted((r for r in candidates if r[2]), key=lambda r: r[3])

@@ -352,3 +352,40 @@ decision := {"labels": {"last_input": input}}
     assert last["stage"] == "action" and last["action"]["kind"] in ("tool_call", "assistant")
     committed = json.loads((LIBRARY / "input.schema.json").read_text())
     assert committed == json.loads(json.dumps(input_schema())), "run: proctor policy schema > policies/input.schema.json"
+
+
+def test_n_greater_than_one_with_tools_is_refused(proxy: Any) -> None:
+    with client(proxy) as c, pytest.raises(openai.BadRequestError) as exc:
+        c.chat.completions.create(model="m", n=2, tools=TOOLS, messages=[{"role": "user", "content": "hi"}])
+    assert exc.value.code == "unsupported_parameter"
+
+
+def test_stream_that_ends_inside_a_tool_call_never_releases_it(make_proxy: Any, loop_thread: Any) -> None:
+    """An upstream that ends cleanly but mid tool call (no finish_reason, no [DONE]):
+    the unjudged call must not reach the client."""
+    from aiohttp import web
+
+    from tests.conftest import start_app
+
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {
+        "role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                              "function": {"name": "send_email", "arguments": '{"to": "eve@evil.example"}'}}]}}]}
+
+    async def truncated(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", truncated)
+    runner, base = loop_thread.run(start_app(app))
+    try:
+        proxy = make_proxy(upstream=base + "/v1")
+        with client(proxy) as c, pytest.raises(openai.APIConnectionError):
+            with c.chat.completions.stream(model="m", messages=[{"role": "user", "content": "hi"}], tools=TOOLS) as s:
+                for event in s:
+                    assert "send_email" not in str(event)
+    finally:
+        loop_thread.run(runner.cleanup())
