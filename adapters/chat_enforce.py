@@ -63,9 +63,10 @@ class ChatEnforcer:
         that is a proxy bug, and guessing would either leak or drop a call.
         """
         choices = body.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
-        message = choice.get("message") if choice is not None else None
-        if choice is None or not isinstance(message, dict):
+        choices = choices if isinstance(choices, list) and choices and isinstance(choices[0], dict) else [{}]
+        choice: dict[str, Any] = choices[0]
+        message = choice.get("message")
+        if not isinstance(message, dict):
             if edits:
                 raise ValueError(f"{len(edits)} edits for a reply without tool calls")
             return body
@@ -112,7 +113,7 @@ class ChatEnforcer:
         return {**body, "choices": [new_choice, *choices[1:]]}
 
     def text_reply(self, call: Call, text: str) -> dict[str, Any]:
-        message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
@@ -217,8 +218,9 @@ class ChatStreamFilter:
     Only choice 0 is enforced, as only choice 0 is decoded into the trajectory.
     """
 
-    __slots__ = ("_buf", "_calls", "_crlf", "_decoder", "_envelope", "_items", "_kept", "_open", "_pending",
-                 "_sse", "_text_seen")
+    __slots__ = (
+        "_buf", "_calls", "_crlf", "_decoder", "_envelope", "_items", "_kept", "_open", "_pending", "_sse", "_text_seen"
+    )
 
     def __init__(self) -> None:
         self._buf = bytearray()  # bytes of an unfinished event

@@ -114,6 +114,7 @@ class MessagesStreamFilter:
     __slots__ = (
         "_buf",
         "_closed",
+        "_cr",
         "_cr_cut",
         "_denied",
         "_handed",
@@ -144,12 +145,14 @@ class MessagesStreamFilter:
         self._kept = 0  # tool_use blocks released (allowed or patched)
         self._denied = 0
         self._closed = False
+        self._cr = False  # a CR was seen: line ends may be CR LF or CR alone
         self._cr_cut = False  # the last event ended a chunk with CR: an LF may still follow
 
     def feed(self, chunk: bytes) -> None:
         if self._closed or not chunk:
             return
         self._buf += chunk
+        self._cr = self._cr or b"\r" in chunk
         self._frame()
 
     def next(self) -> bytes | TrajectoryEvent | None:
@@ -210,8 +213,7 @@ class MessagesStreamFilter:
             pos = 1
             self._take(b"\n")
         self._cr_cut = False
-        while (end := _EVENT_END.search(buf, max(pos, self._scan))) is not None:
-            cut = end.end()
+        while (cut := self._event_end(max(pos, self._scan))) > 0:
             raw = bytes(buf[pos:cut])
             if cut == len(buf) and raw[-1] == 0x0D and not final:
                 if not self._passes(raw):
@@ -222,6 +224,15 @@ class MessagesStreamFilter:
         if pos:
             del buf[:pos]
         self._scan = max(0, len(buf) - 3)  # an event end is at most 4 bytes: rescan the tail only
+
+    def _event_end(self, start: int) -> int:
+        """Where the first event ending at or after ``start`` ends, or -1. A stream
+        with no CR at all (every model API in practice) takes the quick search."""
+        if not self._cr:
+            at = self._buf.find(b"\n\n", start)
+            return at + 2 if at >= 0 else -1
+        end = _EVENT_END.search(self._buf, start)
+        return end.end() if end is not None else -1
 
     def _passes(self, raw: bytes) -> bool:
         """Whether ``raw`` (an event that ends a chunk in CR) goes out unchanged."""
@@ -274,30 +285,26 @@ class MessagesStreamFilter:
             self._pending = _tool_call(self._start["content_block"], self._json)
 
     def _release_edited(self, held: list[tuple[bytes, Json | None]], index: int, edit: ActionEdit) -> None:
-        """The held block re-encoded with new arguments, or replaced by a text block."""
-        patch = edit.verdict == "patch"
-        if patch:
+        """The held block with one delta carrying the new arguments (patch), or
+        replaced by a text block that carries the refusal (deny)."""
+        if edit.verdict == "patch":
             self._kept += 1
             arguments = orjson.dumps(_input(edit.arguments)).decode()
-            new_delta = _sse(
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {"type": "input_json_delta", "partial_json": arguments},
-                }
-            )
+            delta = {"type": "input_json_delta", "partial_json": arguments}
+            start, stop = held[0][0], held[-1][0]
+            body = _sse({"type": "content_block_delta", "index": index, "delta": delta})
         else:
             self._denied += 1
-            name = self._start["content_block"].get("name")
-            start, new_delta, stop = _text_block(index, _refusal(edit, name, self._text_before))
+            text = _refusal(edit, self._start["content_block"].get("name"), self._text_before)
+            start, body, stop = _text_block(index, text)
             self._text_before = True
         for raw, data in held:
             kind = data.get("type") if data is not None and data.get("index") == index else None
             if kind == "content_block_start":
-                self._out += raw if patch else start
+                self._out += start
             elif kind == "content_block_stop":
-                self._out += new_delta
-                self._out += raw if patch else stop
+                self._out += body
+                self._out += stop
             elif kind != "content_block_delta":  # pings and comments keep their place
                 self._out += raw
 

@@ -186,6 +186,7 @@ class ResponsesStreamFilter:
         self._sse = SSEParser()
         self._buf = bytearray()  # bytes of an unfinished event
         self._scan = 0  # where to resume looking for a blank line in _buf
+        self._cr = False  # a "\r" was seen: line ends need the full rules
         self._frames: deque[_Frame] = deque()  # whole events not yet sent
         self._complete: set[int] = set()  # output indexes whose call item is done
         self._final_seen = False
@@ -200,12 +201,20 @@ class ResponsesStreamFilter:
         buf = self._buf
         buf += chunk
         start = 0
-        for match in _EVENT_END.finditer(buf, self._scan):
-            end = match.end()
-            if end == len(buf) and buf[end - 1] == 0x0D:  # this "\r" may be half of a "\r\n"
-                break
-            self._take(bytes(buf[start:end]))
-            start = end
+        if not self._cr and b"\r" not in chunk:  # the usual "\n"-only stream: a C-speed search
+            end = buf.find(b"\n\n", self._scan)
+            while end >= 0:
+                self._take(bytes(buf[start : end + 2]))
+                start = end + 2
+                end = buf.find(b"\n\n", start)
+        else:
+            self._cr = True
+            for match in _EVENT_END.finditer(buf, self._scan):
+                end = match.end()
+                if end == len(buf) and buf[end - 1] == 0x0D:  # this "\r" may be half of a "\r\n"
+                    break
+                self._take(bytes(buf[start:end]))
+                start = end
         if start:
             del buf[:start]
         self._scan = max(0, len(buf) - 3)  # a blank line spans at most 4 bytes
@@ -290,10 +299,11 @@ class ResponsesStreamFilter:
                 open_ = open_ and frame.kind not in _FINAL_EVENTS
                 rest.append(frame)
         self._frames = rest
-        added = next((f.data["item"] for f in span if f.call and f.kind == _ADDED and f.data), None)
+        first: Json = head.data["item"] if head.data else {}  # a call frame always has its item
+        added = next((f.data["item"] for f in span if f.call and f.kind == _ADDED and f.data), first)
         done = next((f.data["item"] for f in span if f.call and f.kind == _DONE and f.data), None)
-        item = done or _final_item(rest, index, added) or added or {}
-        self._held = _Held(index, span, added or item, item, head.event is not None)
+        item = done or _final_item(rest, index, added) or added
+        self._held = _Held(index, span, added, item, head.event is not None)
         return self._adapter.decode_response({"output": [item]}).events[0]
 
     def _emit(self, frame: _Frame) -> bytes:
@@ -360,14 +370,14 @@ def _position(output: list[Any], index: int, identity: str | None) -> int | None
     return next((i for i, x in enumerate(output) if _is_call(x) and _identity(x) == identity), None)
 
 
-def _final_item(rest: deque[_Frame], index: int, added: Json | None) -> Json | None:
+def _final_item(rest: deque[_Frame], index: int, added: Json) -> Json | None:
     """The call as the terminal event lists it (a call that had no output_item.done)."""
     for frame in rest:
         response = frame.data.get("response") if frame.kind in _FINAL_EVENTS and frame.data else None
         if isinstance(response, dict):
             output = response.get("output")
             if isinstance(output, list):
-                at = _position(output, index, _identity(added) if added else None)
+                at = _position(output, index, _identity(added))
                 return output[at] if at is not None else None
     return None
 
@@ -424,13 +434,11 @@ def _message(item_id: str, text: str) -> Json:
 
 
 def _has_text(item: Any) -> bool:
-    if not isinstance(item, dict) or item.get("type") != "message":
-        return False
-    content = item.get("content")
+    content = item.get("content") if isinstance(item, dict) and item.get("type") == "message" else None
     if isinstance(content, str):
         return bool(content)
     parts = content if isinstance(content, list) else ()
-    return any(isinstance(p, dict) and bool(p.get("text") or p.get("refusal")) for p in parts)
+    return any(isinstance(p, dict) and (p.get("text") or p.get("refusal")) for p in parts)
 
 
 def _derived_id(seed: str) -> str:

@@ -70,12 +70,14 @@ def create_app(config: ProxyConfig) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
-        await policy.start()  # a policy that does not compile stops the start, naming file:line:col
-        await upstream.start()
-        yield
-        await upstream.close()
-        await policy.close()
-        await store.close()
+        try:
+            await policy.start()  # a policy that does not compile stops the start, naming file:line:col
+            await upstream.start()
+            yield
+        finally:
+            await upstream.close()
+            await policy.close()
+            await store.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/healthz", healthz)

@@ -84,6 +84,28 @@ async def handle_model_call(request: web.Request, adapter: Adapter, enforcer: En
     return await ModelCall(request, adapter, enforcer).run()
 
 
+# The event that tells each SDK its stream is complete. Proctor holds it back until
+# the call is recorded, so an agent that sends its next call the moment a stream
+# ends always finds this one in the store.
+_TERMINATORS: dict[str, tuple[bytes, ...]] = {
+    "chat": (b"data: [DONE]",),
+    "responses": (b'"type":"response.completed"', b'"type": "response.completed"',
+                  b'"type":"response.incomplete"', b'"type":"response.failed"'),
+    "messages": (b"event: message_stop", b'"type":"message_stop"', b'"type": "message_stop"'),
+}
+
+
+def split_terminator(api: str, chunk: bytes) -> tuple[bytes, bytes]:
+    """(what may be written now, the terminal event and what follows it)."""
+    for marker in _TERMINATORS.get(api, ()):
+        at = chunk.find(marker)
+        if at >= 0:
+            start = max(chunk.rfind(b"\n\n", 0, at), chunk.rfind(b"\r\n\r\n", 0, at))
+            start = 0 if start < 0 else start + (4 if chunk[start:start + 4] == b"\r\n\r\n" else 2)
+            return chunk[:start], chunk[start:]
+    return chunk, b""
+
+
 class ModelCall:
     def __init__(self, request: web.Request, adapter: Adapter, enforcer: Enforcer) -> None:
         self.request = request
@@ -96,6 +118,7 @@ class ModelCall:
         self.res: Resolution | None = None
         self.enf: Enforcement | None = None
         self.outcome = Outcome()
+        self.held_tail = b""  # a stream's terminal event, written after the call is recorded
 
     @property
     def session_id(self) -> str:
@@ -210,6 +233,8 @@ class ModelCall:
             return resp
         if self.outcome.error is None:
             try:
+                if self.held_tail:
+                    await resp.write(self.held_tail)
                 await resp.write_eof()
             except ConnectionResetError:  # the client left right after the last event; all is recorded
                 pass
@@ -223,8 +248,13 @@ class ModelCall:
                 gate.decide(await self.enf.check_action(item, len(judged), list(judged)))
                 judged.append(item)
                 continue
+            if self.held_tail:
+                self.held_tail += item
+                continue
+            item, self.held_tail = split_terminator(self.adapter.api, item)
             try:
-                await resp.write(item)
+                if item:
+                    await resp.write(item)
             except ConnectionResetError:  # aiohttp's ClientConnectionResetError is also a ClientError
                 self.outcome.error = "the client disconnected before the stream ended"
                 return False

@@ -92,6 +92,94 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(store=args.store))
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from proxy.audit.export import Progress, count_sessions, export_sessions, missing_sessions
+
+    async def run(store: Any) -> list[str]:
+        missing = await missing_sessions(store, args.session_ids)
+        if missing:
+            return missing
+        # the bar only when the export does not go to the same terminal
+        progress = Progress(len(args.session_ids) or await count_sessions(store), "export",
+                            enabled=bool(args.out) or not sys.stdout.isatty())
+        out = open(args.out, "wb") if args.out else sys.stdout.buffer
+        try:
+            await export_sessions(store, args.session_ids, args.format, out, content=args.content, progress=progress)
+        finally:
+            progress.close()
+            out.close() if args.out else out.flush()
+        return []
+
+    missing = asyncio.run(_with_store(_store_url(args), run))
+    if missing:
+        print(f"proctor: no session {', '.join(map(repr, missing))} in the store; `proctor sessions` lists them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import orjson
+
+    report = asyncio.run(_replay(args))
+    for err in report.errors:
+        print(f"proctor: {err}", file=sys.stderr)
+    print(orjson.dumps(report.to_doc(), option=orjson.OPT_INDENT_2).decode() if args.json else report.table())
+    return 1 if report.errors else 0
+
+
+async def _replay(args: argparse.Namespace) -> Any:
+    from proxy.app import build_policy_point
+    from proxy.audit.export import Progress, count_sessions
+    from proxy.audit.replay import Replayer, ReplayReport, from_lines, from_store
+    from proxy.config import load_config
+    from proxy.errors import ConfigError
+
+    config = load_config(args.config, overrides={"policies": args.policies, "store": args.store})
+    # the policy as it would be enforced: no reload, no shadowed rules unless asked
+    config = config.model_copy(update={"policy_reload_interval": 0, "policy_mode": args.mode, "shadow_rules": ()})
+    sources = list(args.sources)
+    file = sources[0] if args.store is None and len(sources) == 1 and (
+        sources[0] == "-" or os.path.isfile(sources[0]) or sources[0].endswith((".jsonl", ".json"))) else None
+    point = build_policy_point(config)
+    try:
+        await point.start()
+        report = ReplayReport(args.policies, point.revision, keep_all=args.all)
+        replayer = Replayer(point, config.policy_window if args.window is None else args.window)
+
+        async def consume(item: Any, progress: Progress) -> None:
+            progress.advance()
+            if hasattr(item, "calls"):
+                report.add(item, await replayer.replay(item))
+            else:
+                report.errors.append(item)
+
+        if file is not None:
+            try:
+                stream = sys.stdin.buffer if file == "-" else open(file, "rb")
+            except OSError as e:
+                raise ConfigError(f"cannot read {file}: {e.strerror}") from None
+            with stream:
+                total = None
+                if stream.seekable():
+                    total = sum(1 for line in stream if line.strip())
+                    stream.seek(0)
+                progress = Progress(total, "replay")
+                for item in from_lines(iter(stream)):
+                    await consume(item, progress)
+                progress.close()
+        else:
+            async def run(store: Any) -> None:
+                progress = Progress(len(sources) or await count_sessions(store), "replay")
+                async for item in from_store(store, sources):
+                    await consume(item, progress)
+                progress.close()
+
+            await _with_store(config.store, run)
+        return report
+    finally:
+        await point.close()
+
+
 async def _tree(store: Any, session: Any, limit: int = 200) -> list[tuple[int, Any]]:
     """The sub-agent tree under the session's root, depth-first, as (depth, session)."""
     root = await store.get_session(session.root_id or session.id) or session
@@ -148,6 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     ptest.set_defaults(func=cmd_policy_test)
     pschema = policy.add_parser("schema", help="print the JSON Schema of the policy input")
     pschema.set_defaults(func=cmd_policy_schema)
+
+    export = sub.add_parser("export", help="write sessions as JSONL or OpenTelemetry (OTLP/JSON) spans")
+    export.add_argument("session_ids", nargs="*", metavar="SESSION_ID", help="sessions to export (default: all)")
+    export.add_argument("--store", default=env("PROCTOR_STORE"), help="store URL (default ./proctor.db)")
+    export.add_argument("--config", default=None)
+    export.add_argument("--format", choices=("jsonl", "otlp"), default="jsonl",
+                        help="jsonl: one session per line (what replay reads); otlp: an OTLP/JSON ExportTraceServiceRequest")
+    export.add_argument("--out", default=None, metavar="FILE", help="write here instead of stdout")
+    export.add_argument("--content", action="store_true", help="otlp: include tool arguments and results in the spans")
+    export.set_defaults(func=cmd_export)
+
+    replay = sub.add_parser("replay", help="judge recorded sessions with a policy directory; report what would change")
+    replay.add_argument("sources", nargs="*", metavar="SESSION_ID|FILE.jsonl",
+                        help="session ids in the store (default: all), or one JSONL file of exported sessions or "
+                             "OpenAI chat conversations ('-' reads stdin)")
+    replay.add_argument("--policies", required=True, metavar="DIR", help="the policy directory to try")
+    replay.add_argument("--store", default=None, help="store URL (default: PROCTOR_STORE, ./proctor.db)")
+    replay.add_argument("--config", default=None)
+    replay.add_argument("--mode", choices=("enforce", "shadow"), default="enforce", help="judge as enforced (default) or shadowed")
+    replay.add_argument("--window", type=int, default=None, help="stored events each decision sees (default: policy_window)")
+    replay.add_argument("--all", action="store_true", help="list every decision, not only the changed and the not allowed")
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
+    replay.set_defaults(func=cmd_replay)
 
     demo = sub.add_parser("demo", help="run a scripted agent session through Proctor, no API key needed")
     demo.add_argument("--store", default="sqlite:///proctor-demo.db", help="where to record the demo session")

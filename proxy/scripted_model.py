@@ -303,7 +303,7 @@ def response_object(turn: Turn, body: Json) -> Json:
         "truncation": body.get("truncation", "disabled"),
         "usage": {
             "input_tokens": turn.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": turn.output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": turn.input_tokens + turn.output_tokens,

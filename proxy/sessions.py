@@ -114,7 +114,8 @@ class SessionResolver:
     async def _clear_known_orphans(self, res: Resolution) -> Resolution:
         """A tool result whose call is not in the request may answer a call the
         session made earlier (Responses with previous_response_id, truncated
-        histories): it is an orphan only if the session never made that call."""
+        histories): it is an orphan only if the session never made that call.
+        Known ones also learn the tool's name from that call."""
         ids = [ev.tool_call_id for ev in res.append if "orphan" in ev.labels and ev.tool_call_id]
         if not ids:
             return res
@@ -122,7 +123,8 @@ class SessionResolver:
         if not known:
             return res
         append = tuple(
-            replace(ev, labels={k: v for k, v in ev.labels.items() if k != "orphan"})
+            replace(ev, tool_name=ev.tool_name or known[ev.tool_call_id],
+                    labels={k: v for k, v in ev.labels.items() if k != "orphan"})
             if "orphan" in ev.labels and ev.tool_call_id in known else ev
             for ev in res.append
         )

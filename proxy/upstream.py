@@ -79,7 +79,8 @@ class UpstreamClient:
                 "raise read_timeout or check the upstream"
             ) from None
         except aiohttp.ClientError as e:
-            raise UpstreamUnavailable(f"cannot reach the upstream at {url}: {e}; check --upstream") from None
+            setting = "--anthropic-upstream" if url.startswith(self._config.anthropic_upstream.rstrip("/")) else "--upstream"
+            raise UpstreamUnavailable(f"cannot reach the upstream at {url}: {e}; check {setting}") from None
 
 
 async def read_body(resp: aiohttp.ClientResponse, read_timeout: float) -> bytes:

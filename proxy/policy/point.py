@@ -193,6 +193,8 @@ class PolicyPoint:
             result, revision = await asyncio.wait_for(
                 self.engine.evaluate(self.query, orjson.dumps(doc, default=str)), self.timeout
             )
+            if time.perf_counter() - t0 > self.timeout:  # an in-process engine cannot be interrupted, only judged late
+                raise EngineError(f"policy evaluation took longer than {self.timeout:g}s")
             decision = parse_decision(result, shadow_rules=self.shadow_rules, mode=self.mode)  # type: ignore[arg-type]
         except (EngineError, DecisionShapeError, asyncio.TimeoutError) as e:
             error = str(e) or f"policy evaluation took longer than {self.timeout:g}s"

@@ -107,8 +107,9 @@ class SessionStore(Protocol):
     async def known_hashes(self, session_id: str, hashes: Sequence[str]) -> set[str]:
         """Which of ``hashes`` the session's trajectory already holds."""
 
-    async def known_tool_calls(self, session_id: str, ids: Sequence[str]) -> set[str]:
-        """Which of these tool-call ids the session's trajectory holds as tool calls."""
+    async def known_tool_calls(self, session_id: str, ids: Sequence[str]) -> dict[str, str | None]:
+        """Which of these tool-call ids the session's trajectory holds as tool calls,
+        with the tool each called."""
 
     async def find_spawner(self, text_hash: str, since: float) -> str | None:
         """The session that most recently (not before ``since``) made a tool call with

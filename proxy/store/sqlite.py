@@ -147,6 +147,7 @@ class SqliteStore:
         self.path = str(path)
         self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -159,8 +160,16 @@ class SqliteStore:
         self._thread = threading.Thread(target=self._run, args=(ready,), name="proctor-sqlite", daemon=True)
         self._thread.start()
         await ready
+        # Small indexed reads on the hot path run here, on the event loop's thread:
+        # in WAL mode they never wait for the writer, and skipping the hop to the
+        # store thread saves more than the read costs.
+        self._reader = self._connect()
+        self._reader.execute("PRAGMA query_only=1")
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -226,6 +235,12 @@ class SqliteStore:
         for fut, ok, value in results:
             fut.get_loop().call_soon_threadsafe(_settle, fut, ok, value)
 
+    def _now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a small, indexed read on the reader connection (see open())."""
+        if self._reader is None:
+            raise RuntimeError("the store is not open")
+        return fn(self._reader)
+
     def _submit(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> asyncio.Future[T]:
         if self._thread is None:
             raise RuntimeError("the store is not open")
@@ -233,16 +248,21 @@ class SqliteStore:
         self._jobs.put((fn, write, fut))
         return fut
 
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only query function on the store's connection (audit views
+        keep their SQL in their own modules)."""
+        return await self._submit(fn, write=False)
+
     # -- the contract -----------------------------------------------------
 
     async def record_call(self, new: NewCall) -> list[TrajectoryEvent]:
         return await self._submit(lambda conn: _record_call(conn, new), write=True)
 
     async def match_history(self, chain: Sequence[str], session_id: str | None = None) -> HistoryMatch:
-        return await self._submit(lambda conn: _match_history(conn, chain, session_id), write=False)
+        return self._now(lambda conn: _match_history(conn, chain, session_id))
 
     async def find_continuation(self, chain: Sequence[str], tool_call_ids: Sequence[str] = ()) -> HistoryMatch:
-        return await self._submit(lambda conn: _find_continuation(conn, chain, tool_call_ids), write=False)
+        return self._now(lambda conn: _find_continuation(conn, chain, tool_call_ids))
 
     async def reply_sessions(self, hash: str, tool_call_id: str | None = None, limit: int = 2) -> list[str]:
         def read(conn: sqlite3.Connection) -> list[str]:
@@ -258,7 +278,7 @@ class SqliteStore:
             ).fetchall()
             return [r[0] for r in rows]
 
-        return await self._submit(read, write=False)
+        return self._now(read)
 
     async def known_hashes(self, session_id: str, hashes: Sequence[str]) -> set[str]:
         def read(conn: sqlite3.Connection) -> set[str]:
@@ -273,18 +293,19 @@ class SqliteStore:
                 found.update(r[0] for r in rows)
             return found
 
-        return await self._submit(read, write=False)
+        return self._now(read)
 
-    async def known_tool_calls(self, session_id: str, ids: Sequence[str]) -> set[str]:
-        def read(conn: sqlite3.Connection) -> set[str]:
+    async def known_tool_calls(self, session_id: str, ids: Sequence[str]) -> dict[str, str | None]:
+        def read(conn: sqlite3.Connection) -> dict[str, str | None]:
             marks = ",".join("?" * len(ids))
             rows = conn.execute(
-                f"SELECT tool_call_id FROM events WHERE session_id = ? AND kind = 'tool_call' AND tool_call_id IN ({marks})",
+                f"SELECT tool_call_id, tool_name FROM events WHERE session_id = ? AND kind = 'tool_call'"
+                f" AND tool_call_id IN ({marks})",
                 [session_id, *ids],
             )
-            return {r[0] for r in rows}
+            return {r[0]: r[1] for r in rows}
 
-        return await self._submit(read, write=False) if ids else set()
+        return self._now(read) if ids else {}
 
     async def find_spawner(self, text_hash: str, since: float) -> str | None:
         def read(conn: sqlite3.Connection) -> str | None:
@@ -293,7 +314,7 @@ class SqliteStore:
             ).fetchone()
             return row[0] if row else None
 
-        return await self._submit(read, write=False)
+        return self._now(read)
 
     async def get_children(self, session_id: str) -> list[SessionRecord]:
         def read(conn: sqlite3.Connection) -> list[SessionRecord]:
@@ -307,14 +328,14 @@ class SqliteStore:
             row = conn.execute("SELECT session_id, node FROM responses WHERE id = ?", (response_id,)).fetchone()
             return (row[0], row[1]) if row else None
 
-        return await self._submit(read, write=False)
+        return self._now(read)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         def read(conn: sqlite3.Connection) -> SessionRecord | None:
             row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
             return _session_from_row(row) if row else None
 
-        return await self._submit(read, write=False)
+        return self._now(read)
 
     async def list_sessions(self, *, limit: int = 100, offset: int = 0) -> list[SessionRecord]:
         def read(conn: sqlite3.Connection) -> list[SessionRecord]:
@@ -333,7 +354,7 @@ class SqliteStore:
             ).fetchall()
             return _session_from_row(row), [_event_from_row(r) for r in reversed(rows)]
 
-        return await self._submit(read, write=False)
+        return self._now(read)
 
     async def recent_events(self, session_id: str, limit: int) -> list[TrajectoryEvent]:
         def read(conn: sqlite3.Connection) -> list[TrajectoryEvent]:

@@ -22,7 +22,7 @@ from aiohttp import web
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from adapters.chat_enforce import ChatEnforcer, ChatStreamFilter
-from adapters.edits import ALLOW, ActionEdit, TextEdit
+from adapters.edits import ALLOW, ActionEdit, Enforcer, StreamFilter, TextEdit
 from adapters.model import Call, EventKind, TrajectoryEvent
 from adapters.openai_chat import ChatAdapter
 from proxy.scripted_model import ToolCallSpec, Turn, chat_completion, chat_stream
@@ -31,7 +31,7 @@ from tests.conftest import LoopThread, start_app
 WIRE = pathlib.Path(__file__).parents[1] / "fixtures" / "wire"
 enforcer = ChatEnforcer()
 chat = ChatAdapter()
-TOOLS = [
+TOOLS: list[Any] = [
     {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
     for name in ("get_weather", "send_email", "read_file")
 ]
@@ -363,7 +363,7 @@ BO = ("call_1", "send_email", '{"to":"bo@example.com"}')
 def test_packed_calls(server: ReplyServer, edits: list[ActionEdit], want: list[tuple[str, str, str]]) -> None:
     out, trace = run(pieces(PACKED, 11), edits)
     assert [e.arguments for e in tool_events(trace)] == [{"city": "Bern"}, {"to": "bo@example.com"}]
-    refusals = [e.message for e in edits if e.verdict == "deny"]
+    refusals = [e.message or "" for e in edits if e.verdict == "deny"]
     content = "\n\n".join(["Two things.", *refusals])
     assert_client_sees(server, out, Expected(content, want, "tool_calls" if want else "stop"))
 
@@ -495,6 +495,8 @@ def test_text_reply_stream(server: ReplyServer, include_usage: bool) -> None:
     assert [u.total_tokens for u in usage] == ([0] if include_usage else [])
 
 
-def test_stream_filter_is_a_fresh_object_each_time() -> None:
-    assert isinstance(enforcer.stream_filter(), ChatStreamFilter)
-    assert enforcer.stream_filter() is not enforcer.stream_filter()
+def test_it_is_the_enforcer_of_the_contract() -> None:
+    checked: Enforcer = ChatEnforcer()  # mypy checks the shapes against the Protocols
+    stream_filter: StreamFilter = checked.stream_filter()
+    assert isinstance(stream_filter, ChatStreamFilter)
+    assert checked.stream_filter() is not stream_filter, "one filter per stream"

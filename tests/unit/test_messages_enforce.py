@@ -424,6 +424,16 @@ def test_final_event_ending_in_cr_is_routed_at_close(sdk: Any) -> None:
     assert (summary(final.content), final.stop_reason) == expected(message, [deny(0)])
 
 
+def test_call_ending_the_stream_in_cr_is_still_judged() -> None:
+    """The last event may wait for an LF that never comes: close() must still judge it."""
+    _, stream = SCENARIOS["one-call"]
+    cr = stream.replace(b"\n", b"\r")
+    cut = cr.index(b"\r\r", cr.index(b"content_block_stop")) + 2
+    out = run_filter(pieces(cr[:cut], 5), [deny(0)])
+    assert len(out.calls) == 1 and b"input_json_delta" not in out.output
+    assert out.output.endswith(b'{"type":"content_block_stop","index":0}\n\n')
+
+
 # ---- non-streamed replies -----------------------------------------------------
 
 

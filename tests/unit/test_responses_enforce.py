@@ -317,7 +317,7 @@ def test_crlf_and_keepalives_pass_byte_for_byte_and_still_parse(served: Served) 
     for at in range(len(pieces) - 1, 0, -3):  # comments inside calls, between items, after a call's start
         pieces.insert(at, b": keep-alive\n\n")
     crlf = b"".join(pieces).replace(b"\n", b"\r\n")
-    for split in ("bytes_1", "bytes_7"):
+    for split in ("whole", "bytes_1", "bytes_7"):
         assert emitted(drive(splits(crlf)[split], [ALLOW, ALLOW])) == crlf
     out = emitted(drive(splits(crlf)["bytes_7"], [ALLOW, DENY_2]))
     assert out.count(b": keep-alive\r\n\r\n") == crlf.count(b": keep-alive\r\n\r\n")

@@ -132,3 +132,17 @@ def test_encode_shape() -> None:
 def test_encode_rejects_line_break_in_event_name() -> None:
     with pytest.raises(ValueError):
         encode_sse(b"{}", "bad\nname")
+
+
+def test_split_terminator_holds_back_the_final_event() -> None:
+    from proxy.calls import split_terminator
+
+    chunk = b'data: {"x": 1}\n\ndata: [DONE]\n\n'
+    assert split_terminator("chat", chunk) == (b'data: {"x": 1}\n\n', b"data: [DONE]\n\n")
+    assert split_terminator("chat", b"data: {}\n\n") == (b"data: {}\n\n", b"")
+    msg = b'event: content_block_stop\ndata: {}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+    head, tail = split_terminator("messages", msg)
+    assert head == b"event: content_block_stop\ndata: {}\n\n" and tail.startswith(b"event: message_stop")
+    crlf = b'event: a\r\ndata: {}\r\n\r\nevent: response.completed\r\ndata: {"type":"response.completed"}\r\n\r\n'
+    head, tail = split_terminator("responses", crlf)
+    assert head == b"event: a\r\ndata: {}\r\n\r\n" and tail.startswith(b"event: response.completed")

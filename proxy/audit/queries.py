@@ -1,0 +1,402 @@
+"""The session list: filters, sorting and keyset paging that stay fast at any
+number of sessions, and the indexes they need (``AUDIT_INDEXES``).
+
+How a page is found. Each filter that has an index (rule, outcome, model, agent,
+key, text) names a set of sessions. The smallest set, when it holds fewer than
+``_DRIVE_LIMIT`` sessions, drives the query: its sessions are fetched by primary
+key and sorted (bounded work, whatever the store's size). Otherwise no filter is
+selective, so walking the sort column's index newest first and checking each
+session against the filters (one index probe per filter) fills a page after a
+bounded number of steps. Paging is by keyset (the sort value and the rowid of
+the page's edge), never by offset, so page 1,000 costs what page 1 does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import orjson
+
+from proxy.errors import InvalidRequest
+from proxy.store.base import SessionRecord
+
+# The DDL the views need, on top of the store's own schema. Every statement is
+# idempotent (IF NOT EXISTS, backfills that skip what is there), so the same list
+# creates the objects in a new store and brings an existing one up to date.
+# - decision_rules: one row per rule a non-allow decision named (the decisions
+#   table keeps them as one space-separated string, which no index can search);
+# - session_clients: who called in each session (the agent header, else the
+#   User-Agent, and the key fingerprint), from each request-stage decision's input;
+# - events_fts: a full-text index over event text, tool names and arguments.
+AUDIT_INDEXES: list[str] = [
+    "CREATE INDEX IF NOT EXISTS audit_sessions_started ON sessions (started)",
+    "CREATE INDEX IF NOT EXISTS audit_sessions_calls ON sessions (calls)",
+    "CREATE INDEX IF NOT EXISTS audit_sessions_root ON sessions (root_id)",
+    "CREATE INDEX IF NOT EXISTS audit_calls_model ON calls (model, session_id)",
+    "CREATE INDEX IF NOT EXISTS audit_calls_started ON calls (started)",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_outcome ON decisions (outcome, session_id)",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_time ON decisions (time)",
+    "CREATE INDEX IF NOT EXISTS audit_events_tools ON events (time, tool_name) WHERE kind = 'tool_call'",
+    "CREATE TABLE IF NOT EXISTS decision_rules (decision_id TEXT NOT NULL, rule TEXT NOT NULL,"
+    " session_id TEXT NOT NULL, outcome TEXT, time REAL, PRIMARY KEY (decision_id, rule))",
+    "CREATE INDEX IF NOT EXISTS audit_rules_rule ON decision_rules (rule, session_id)",
+    "CREATE INDEX IF NOT EXISTS audit_rules_rule_time ON decision_rules (rule, time)",
+    "CREATE INDEX IF NOT EXISTS audit_rules_time ON decision_rules (time)",
+    "CREATE INDEX IF NOT EXISTS audit_rules_session ON decision_rules (session_id)",
+    "CREATE TRIGGER IF NOT EXISTS audit_decision_rules AFTER INSERT ON decisions WHEN new.rules != '' BEGIN"
+    " INSERT OR IGNORE INTO decision_rules (decision_id, rule, session_id, outcome, time)"
+    " SELECT new.id, json_extract(f.value, '$.rule'), new.session_id, new.outcome, new.time"
+    " FROM json_each(new.decision) AS k, json_each(k.value) AS f WHERE k.key IN ('deny', 'warn', 'ask', 'terminate');"
+    " END",
+    "INSERT OR IGNORE INTO decision_rules (decision_id, rule, session_id, outcome, time)"
+    " SELECT d.id, json_extract(f.value, '$.rule'), d.session_id, d.outcome, d.time"
+    " FROM decisions AS d, json_each(d.decision) AS k, json_each(k.value) AS f"
+    " WHERE d.rules != '' AND k.key IN ('deny', 'warn', 'ask', 'terminate')",
+    "CREATE TABLE IF NOT EXISTS session_clients (session_id TEXT NOT NULL, agent TEXT NOT NULL,"
+    " key_id TEXT NOT NULL, first_seen REAL, PRIMARY KEY (session_id, agent, key_id))",
+    "CREATE INDEX IF NOT EXISTS audit_clients_agent ON session_clients (agent, session_id)",
+    "CREATE INDEX IF NOT EXISTS audit_clients_key ON session_clients (key_id, session_id)",
+    "CREATE TRIGGER IF NOT EXISTS audit_session_clients AFTER INSERT ON decisions WHEN new.stage = 'request' BEGIN"
+    " INSERT OR IGNORE INTO session_clients (session_id, agent, key_id, first_seen)"
+    " SELECT new.session_id, coalesce(json_extract(c, '$.agent'), json_extract(c, '$.user_agent'), ''),"
+    " coalesce(json_extract(c, '$.key_id'), ''), new.time FROM (SELECT json_extract(new.input, '$.call.client') AS c);"
+    " END",
+    "INSERT OR IGNORE INTO session_clients (session_id, agent, key_id, first_seen)"
+    " SELECT session_id, coalesce(json_extract(c, '$.agent'), json_extract(c, '$.user_agent'), ''),"
+    " coalesce(json_extract(c, '$.key_id'), ''), t"
+    " FROM (SELECT session_id, json_extract(input, '$.call.client') AS c, time AS t FROM decisions WHERE stage = 'request')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(body, content='', tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS audit_events_fts AFTER INSERT ON events BEGIN"
+    " INSERT INTO events_fts (rowid, body) VALUES"
+    " (new.rowid, coalesce(new.text, '') || ' ' || coalesce(new.tool_name, '') || ' ' || coalesce(new.arguments, ''));"
+    " END",
+    "INSERT INTO events_fts (rowid, body)"
+    " SELECT rowid, coalesce(text, '') || ' ' || coalesce(tool_name, '') || ' ' || coalesce(arguments, '') FROM events"
+    " WHERE rowid > coalesce((SELECT rowid FROM events_fts ORDER BY rowid DESC LIMIT 1), 0)",
+]
+
+SORTS = {"last_call": "last activity", "started": "start", "calls": "calls"}
+OUTCOMES = {
+    "allowed": None,  # nothing denied, asked or terminated
+    "denied": "deny",
+    "asked": "ask",
+    "terminated": "terminate",
+    "warned": "warn",  # shadow-mode denials and warnings
+}
+RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+_DRIVE_LIMIT = 2000  # a filter matching fewer sessions than this drives the query
+
+
+def bad(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, code="invalid_parameter", param=param)
+
+
+def parse_time(value: str, param: str) -> float:
+    """Unix seconds, or ISO 8601 (a time without a zone is UTC, as the UI shows)."""
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad(param, f"{param} must be unix seconds or an ISO 8601 time like 2025-01-31T14:00, got {value!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+def parse_limit(params: Mapping[str, str], default: int = DEFAULT_LIMIT, most: int = MAX_LIMIT) -> int:
+    raw = params.get("limit") or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise bad("limit", f"limit must be a whole number from 1 to {most}, got {raw!r}")
+    return int(raw)
+
+
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(parts)).decode().rstrip("=")
+
+
+def decode_cursor(token: str, param: str, length: int) -> list[Any]:
+    try:
+        parts = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError):
+        parts = None
+    if not isinstance(parts, list) or len(parts) != length:
+        raise bad(param, f"{param} is not a cursor this list gave out; start again from the first page")
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class SessionQuery:
+    """What the session list shows: filters (all optional, combined with AND),
+    order, and where the page starts."""
+
+    since: float | None = None  # active at or after: last call >= since
+    until: float | None = None  # active at or before: started <= until
+    agent: str | None = None
+    key: str | None = None
+    model: str | None = None
+    outcome: str | None = None  # a key of OUTCOMES
+    rule: str | None = None
+    text: str | None = None
+    sort: str = "last_call"
+    order: str = "desc"
+    limit: int = DEFAULT_LIMIT
+    after: tuple[float, int] | None = None  # (sort value, rowid) of the previous page's last row
+    before: tuple[float, int] | None = None  # (sort value, rowid) of the next page's first row
+    offset: int = 0
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str], now: float | None = None) -> SessionQuery:
+        """From query parameters (the UI's and the API's); bad values raise
+        :class:`InvalidRequest` naming the parameter."""
+        def text(name: str) -> str | None:
+            value = (params.get(name) or "").strip()
+            return value or None
+
+        since = parse_time(params["since"], "since") if text("since") else None
+        until = parse_time(params["until"], "until") if text("until") else None
+        if text("range"):
+            if params["range"] not in RANGES:
+                raise bad("range", f"range must be one of {', '.join(RANGES)}, got {params['range']!r}")
+            since = (now or time.time()) - RANGES[params["range"]]
+        sort, order = text("sort") or "last_call", text("order") or "desc"
+        if sort not in SORTS:
+            raise bad("sort", f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
+        if order not in ("asc", "desc"):
+            raise bad("order", f"order must be asc or desc, got {order!r}")
+        outcome = text("outcome")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise bad("outcome", f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+        offset = text("offset") or "0"
+        if not offset.isdigit():
+            raise bad("offset", f"offset must be a whole number, got {offset!r}")
+        cursors = {}
+        for name in ("after", "before"):
+            if text(name):
+                got_sort, value, rowid = decode_cursor(params[name], name, 3)
+                if got_sort != sort:
+                    raise bad(name, f"{name} was given out for the list sorted by {got_sort}, not by {sort}")
+                cursors[name] = (value, rowid)
+        return cls(
+            since=since, until=until, agent=text("agent"), key=text("key"), model=text("model"), outcome=outcome,
+            rule=text("rule"), text=text("q"), sort=sort, order=order, limit=parse_limit(params),
+            after=cursors.get("after"), before=cursors.get("before"), offset=int(offset),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    session: SessionRecord
+    model: str | None
+    agents: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    rules: list[tuple[str, int]] = field(default_factory=list)  # (rule, decisions naming it)
+
+    @property
+    def tokens(self) -> int:
+        c = self.session.counters
+        return int(c.get("input_tokens", 0)) + int(c.get("output_tokens", 0))
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """deny, ask, terminate, warn, patch counts (allow is not counted)."""
+        return dict(self.session.counters.get("decisions", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.session
+        return {
+            "id": s.id, "started": s.started, "last_call": s.last_call, "calls": s.calls, "events": s.events,
+            "status": s.status, "parent_id": s.parent_id, "root_id": s.root_id, "depth": s.depth,
+            "labels": s.labels, "counters": s.counters, "model": self.model, "agents": self.agents,
+            "keys": self.keys, "rules": [{"rule": r, "decisions": n} for r, n in self.rules],
+            "outcomes": self.outcomes, "tokens": self.tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    rows: list[SessionRow]
+    after: str | None  # cursor of the next page, None on the last one
+    before: str | None  # cursor of the previous page, None on the first one
+    plan: str  # how the page was found: "walk" or "index:<filter>" (for the benchmark and debugging)
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionSet:
+    """The sessions one filter selects, through an index. ``sql`` selects
+    ``session_id``; a correlated probe adds ``AND session_id = s.id`` to it."""
+
+    name: str
+    sql: str
+    params: tuple[Any, ...]
+    correlated: bool = True
+
+    def probe(self) -> str:
+        return f"EXISTS ({self.sql} AND session_id = s.id)" if self.correlated else f"s.id IN ({self.sql})"
+
+
+def fts_phrase(text: str) -> str:
+    """The user's words as one FTS5 phrase, the last word matching as a prefix."""
+    phrase = '"' + text.replace('"', '""') + '"'
+    return phrase + "*" if text[-1:].isalnum() else phrase
+
+
+def _sets(q: SessionQuery) -> list[_SessionSet]:
+    sets = []
+    if q.rule:
+        sets.append(_SessionSet("rule", "SELECT session_id FROM decision_rules WHERE rule = ?", (q.rule,)))
+    if q.outcome and OUTCOMES[q.outcome]:
+        sets.append(_SessionSet("outcome", "SELECT session_id FROM decisions WHERE outcome = ?", (OUTCOMES[q.outcome],)))
+    if q.model:
+        sets.append(_SessionSet("model", "SELECT session_id FROM calls WHERE model = ?", (q.model,)))
+    if q.agent:
+        sets.append(_SessionSet("agent", "SELECT session_id FROM session_clients WHERE agent = ?", (q.agent,)))
+    if q.key:
+        sets.append(_SessionSet("key", "SELECT session_id FROM session_clients WHERE key_id = ?", (q.key,)))
+    if q.text:
+        sets.append(_SessionSet(
+            "text", "SELECT session_id FROM events WHERE rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)",
+            (fts_phrase(q.text),), correlated=False,
+        ))
+    return sets
+
+
+def _matches(conn: sqlite3.Connection, s: _SessionSet) -> int:
+    """How many sessions the set holds, counted up to _DRIVE_LIMIT."""
+    sql = f"SELECT count(*) FROM (SELECT DISTINCT session_id FROM ({s.sql}) LIMIT {_DRIVE_LIMIT})"
+    return conn.execute(sql, s.params).fetchone()[0]
+
+
+def session_page(conn: sqlite3.Connection, q: SessionQuery) -> SessionPage:
+    sets = _sets(q)
+    driver: _SessionSet | None = None
+    if sets:
+        counts = [(_matches(conn, s), i) for i, s in enumerate(sets)]
+        smallest, i = min(counts)
+        if smallest < _DRIVE_LIMIT:
+            driver = sets[i]
+    col = f"s.{q.sort}"
+    # Conditions the walk must not take as an index range (a leading + hides the
+    # column from the planner), so the sort column's index keeps driving it.
+    plain = "" if driver else "+"
+    where: list[str] = []
+    params: list[Any] = []
+    if q.since is not None:
+        where.append(f"{'' if q.sort == 'last_call' else plain}s.last_call >= ?")
+        params.append(q.since)
+    if q.until is not None:
+        where.append(f"{'' if q.sort == 'started' else plain}s.started <= ?")
+        params.append(q.until)
+    if q.outcome == "allowed":
+        where.append(
+            "coalesce(json_extract(s.counters, '$.decisions.deny'), json_extract(s.counters, '$.decisions.ask'),"
+            " json_extract(s.counters, '$.decisions.terminate')) IS NULL"
+        )
+    for s in sets:
+        if s is not driver:
+            where.append(s.probe())
+            params.extend(s.params)
+    backwards = q.before is not None
+    descending = (q.order == "desc") != backwards
+    edge = q.before or q.after
+    if edge is not None:
+        where.append(f"({col}, s.rowid) {'<' if descending else '>'} (?, ?)")
+        params.extend(edge)
+    direction = "DESC" if descending else "ASC"
+    source = (
+        f"(SELECT DISTINCT session_id AS sid FROM ({driver.sql})) AS d CROSS JOIN sessions AS s ON s.id = d.sid"
+        if driver else "sessions AS s"
+    )
+    sql = (
+        f"SELECT s.rowid AS rid, s.*, (SELECT c.model FROM calls AS c WHERE c.session_id = s.id ORDER BY c.started LIMIT 1)"
+        f" AS first_model FROM {source} {'WHERE ' + ' AND '.join(where) if where else ''}"
+        f" ORDER BY {col} {direction}, s.rowid {direction} LIMIT ? OFFSET ?"
+    )
+    rows = conn.execute(sql, [*(driver.params if driver else ()), *params, q.limit + 1, q.offset]).fetchall()
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    if backwards:
+        rows.reverse()
+    out = _with_details(conn, rows)
+
+    def cursor(row: sqlite3.Row) -> str:
+        return encode_cursor(q.sort, row[q.sort], row["rid"])
+
+    has_next = (more if not backwards else True) and bool(rows)
+    has_prev = (more if backwards else edge is not None or q.offset > 0) and bool(rows)
+    return SessionPage(
+        rows=out, after=cursor(rows[-1]) if has_next else None, before=cursor(rows[0]) if has_prev else None,
+        plan=f"index:{driver.name}" if driver else "walk",
+    )
+
+
+def _with_details(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[SessionRow]:
+    """The page's rows with who called and which rules fired: a few indexed
+    lookups for the page's sessions only."""
+    ids = [r["id"] for r in rows]
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    agents: dict[str, list[str]] = {}
+    keys: dict[str, list[str]] = {}
+    for sid, agent, key in conn.execute(
+        f"SELECT session_id, agent, key_id FROM session_clients WHERE session_id IN ({marks}) ORDER BY first_seen", ids
+    ):
+        if agent and agent not in agents.setdefault(sid, []):
+            agents[sid].append(agent)
+        if key and key not in keys.setdefault(sid, []):
+            keys[sid].append(key)
+    rules: dict[str, list[tuple[str, int]]] = {}
+    for sid, rule, n in conn.execute(
+        f"SELECT session_id, rule, count(*) FROM decision_rules WHERE session_id IN ({marks})"
+        " GROUP BY session_id, rule ORDER BY session_id, count(*) DESC, rule", ids
+    ):
+        rules.setdefault(sid, []).append((rule, n))
+    return [
+        SessionRow(
+            session=session_record(r), model=r["first_model"], agents=agents.get(r["id"], []),
+            keys=keys.get(r["id"], []), rules=rules.get(r["id"], []),
+        )
+        for r in rows
+    ]
+
+
+def session_record(row: sqlite3.Row) -> SessionRecord:
+    return SessionRecord(
+        id=row["id"], started=row["started"], last_call=row["last_call"], calls=row["calls"], events=row["events"],
+        status=row["status"], parent_id=row["parent_id"], root_id=row["root_id"], depth=row["depth"] or 0,
+        labels=orjson.loads(row["labels"] or "{}"), counters=orjson.loads(row["counters"] or "{}"),
+    )
+
+
+def facets(conn: sqlite3.Connection, most: int = 200) -> dict[str, list[str]]:
+    """The values the filters can take (for the form's suggestions), each read by
+    skipping through its index: one seek per distinct value, not a scan."""
+    def distinct(table: str, column: str) -> list[str]:
+        sql = (
+            f"WITH RECURSIVE v(x) AS (SELECT min({column}) FROM {table} WHERE {column} != ''"
+            f" UNION ALL SELECT (SELECT min({column}) FROM {table} WHERE {column} > v.x) FROM v WHERE v.x IS NOT NULL)"
+            f" SELECT x FROM v WHERE x IS NOT NULL LIMIT {most}"
+        )
+        return [r[0] for r in conn.execute(sql)]
+
+    return {
+        "rule": distinct("decision_rules", "rule"),
+        "model": distinct("calls", "model"),
+        "agent": distinct("session_clients", "agent"),
+        "key": distinct("session_clients", "key_id"),
+    }
+
+
+def session_exists(conn: sqlite3.Connection, session_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None
