@@ -1,0 +1,1 @@
+"""Benchmarks (not collected by pytest): see bench_proxy.py."""
