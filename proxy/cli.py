@@ -27,16 +27,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.config,
         overrides={
             "host": args.host, "port": args.port, "upstream": args.upstream,
-            "anthropic_upstream": args.anthropic_upstream, "store": args.store,
+            "anthropic_upstream": args.anthropic_upstream, "store": args.store, "policies": args.policies,
+            "policy_engine": args.policy_engine, "opa_url": args.opa_url, "policy_mode": args.policy_mode,
+            "admin_token": args.admin_token, "fail_open": True if args.fail_open else None,
         },
     )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - optional speed-up
         uvloop = None
-    print(f"Proctor listening on http://{config.host}:{config.port}/v1 -> {config.upstream} (store {config.store})", flush=True)
+    banner = f"Proctor listening on http://{config.host}:{config.port}/v1 -> {config.upstream} (store {config.store})"
     web.run_app(
-        create_app(config), host=config.host, port=config.port, print=None, access_log=None,
+        create_app(config), host=config.host, port=config.port, print=lambda _: print(banner, flush=True), access_log=None,
         loop=uvloop.new_event_loop() if uvloop else None,
     )
     return 0
@@ -215,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--anthropic-upstream", default=None, help="Anthropic API base URL (PROCTOR_ANTHROPIC_UPSTREAM)")
     serve.add_argument("--store", default=None, help="sqlite:///path.db (PROCTOR_STORE, default ./proctor.db)")
     serve.add_argument("--config", default=None, help="a TOML file with the same settings (PROCTOR_CONFIG)")
+    serve.add_argument("--policies", default=None, help="policy directory (PROCTOR_POLICIES, default the bundled library)")
+    serve.add_argument("--policy-engine", choices=["embedded", "opa"], default=None, help="PROCTOR_POLICY_ENGINE")
+    serve.add_argument("--opa-url", default=None, help="OPA server for --policy-engine opa (PROCTOR_OPA_URL)")
+    serve.add_argument("--policy-mode", choices=["enforce", "shadow"], default=None, help="PROCTOR_POLICY_MODE")
+    serve.add_argument("--fail-open", action="store_true", help="let calls through when the policy engine fails")
+    serve.add_argument("--admin-token", default=None, help="guards /api and /ui (PROCTOR_ADMIN_TOKEN)")
     serve.set_defaults(func=cmd_serve)
 
     for name, fn, text in (("sessions", cmd_sessions, "list recorded sessions"), ("show", cmd_show, "print one session's trajectory")):
