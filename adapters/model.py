@@ -59,6 +59,7 @@ class TrajectoryEvent:
     call_id: str | None = None
     seq: int | None = None
     time: float | None = None
+    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def canonical(self) -> bytes:
         """Bytes that are equal exactly when two events mean the same turn."""
@@ -69,7 +70,10 @@ class TrajectoryEvent:
 
     @property
     def hash(self) -> str:
-        return hashlib.blake2b(self.canonical(), digest_size=16).hexdigest()
+        """Computed once per event (it is asked for several times on every call)."""
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hashlib.blake2b(self.canonical(), digest_size=16).hexdigest())
+        return self._hash  # type: ignore[return-value]
 
     def placed(self, *, session_id: str, call_id: str, seq: int, time: float) -> TrajectoryEvent:
         return dataclasses.replace(self, session_id=session_id, call_id=call_id, seq=seq, time=time)
