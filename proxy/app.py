@@ -10,6 +10,7 @@ from aiohttp import web
 
 from adapters.registry import ADAPTERS, ENFORCERS
 from proxy import api as admin_api
+from proxy.audit import ui as audit_ui
 from proxy.approvals import Approvals
 from proxy.calls import body_too_large, error_response, handle_model_call
 from proxy.config import ProxyConfig
@@ -84,5 +85,6 @@ def create_app(config: ProxyConfig) -> web.Application:
     for path, api in MODEL_ROUTES.items():
         app.router.add_post(path, functools.partial(handle_model_call, adapter=ADAPTERS[api], enforcer=ENFORCERS[api]))
     admin_api.add_routes(app)
+    audit_ui.add_routes(app)
     app.router.add_route("*", "/v1/{tail:.*}", handle_passthrough)
     return app

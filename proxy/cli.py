@@ -112,7 +112,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             out.close() if args.out else out.flush()
         return []
 
-    missing = asyncio.run(_with_store(_store_url(args), run))
+    try:
+        missing = asyncio.run(_with_store(_store_url(args), run))
+    except BrokenPipeError:  # `proctor export | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if missing:
         print(f"proctor: no session {', '.join(map(repr, missing))} in the store; `proctor sessions` lists them", file=sys.stderr)
         return 1
@@ -125,7 +129,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     report = asyncio.run(_replay(args))
     for err in report.errors:
         print(f"proctor: {err}", file=sys.stderr)
-    print(orjson.dumps(report.to_doc(), option=orjson.OPT_INDENT_2).decode() if args.json else report.table())
+    try:
+        print(orjson.dumps(report.to_doc(), option=orjson.OPT_INDENT_2).decode() if args.json else report.table(), flush=True)
+    except BrokenPipeError:  # `proctor replay ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if report.errors else 0
 
 
@@ -137,8 +144,10 @@ async def _replay(args: argparse.Namespace) -> Any:
     from proxy.errors import ConfigError
 
     config = load_config(args.config, overrides={"policies": args.policies, "store": args.store})
-    # the policy as it would be enforced: no reload, no shadowed rules unless asked
-    config = config.model_copy(update={"policy_reload_interval": 0, "policy_mode": args.mode, "shadow_rules": ()})
+    # The policy as it would be enforced: no reload, no shadowed rules unless asked, and
+    # the embedded engine (an OPA sidecar would get the tried policy pushed into it).
+    config = config.model_copy(update={
+        "policy_reload_interval": 0, "policy_mode": args.mode, "shadow_rules": (), "policy_engine": "embedded"})
     sources = list(args.sources)
     file = sources[0] if args.store is None and len(sources) == 1 and (
         sources[0] == "-" or os.path.isfile(sources[0]) or sources[0].endswith((".jsonl", ".json"))) else None

@@ -1,14 +1,16 @@
 """The session list: filters, sorting and keyset paging that stay fast at any
 number of sessions, and the indexes they need (``AUDIT_INDEXES``).
 
-How a page is found. Each filter that has an index (rule, outcome, model, agent,
-key, text) names a set of sessions. The smallest set, when it holds fewer than
-``_DRIVE_LIMIT`` sessions, drives the query: its sessions are fetched by primary
-key and sorted (bounded work, whatever the store's size). Otherwise no filter is
-selective, so walking the sort column's index newest first and checking each
-session against the filters (one index probe per filter) fills a page after a
-bounded number of steps. Paging is by keyset (the sort value and the rowid of
-the page's edge), never by offset, so page 1,000 costs what page 1 does.
+How a page is found. The list walks down the sort column's index (newest
+first, say) and checks each session against the filters, one index probe per
+filter (rule, outcome, model, agent, key, text each have one), until the page
+is full: when filters are not selective this takes a bounded number of steps
+whatever the store's size. A filter that matches only a few sessions drives the
+query from the start (its sessions fetched by id and sorted). When the walk spends ``_WALK_BUDGET`` SQLite steps
+without filling the page, the filters are selective: the smallest filter's own
+index then drives, unless it holds more sessions than walking on would pass. Paging is by keyset (the sort value and
+the id of the page's edge session), never by offset, so page 1,000 costs what
+page 1 does.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ from proxy.store.base import SessionRecord
 #   User-Agent, and the key fingerprint), from each request-stage decision's input;
 # - events_fts: a full-text index over event text, tool names and arguments.
 AUDIT_INDEXES: list[str] = [
-    "CREATE INDEX IF NOT EXISTS audit_sessions_started ON sessions (started)",
-    "CREATE INDEX IF NOT EXISTS audit_sessions_calls ON sessions (calls)",
+    # (sort column, id): a walk down the sort order probes the filters with the id
+    # from the index and reads a session's row only when it makes the page.
+    "CREATE INDEX IF NOT EXISTS audit_sessions_last_call ON sessions (last_call, id)",
+    "CREATE INDEX IF NOT EXISTS audit_sessions_started ON sessions (started, id)",
+    "CREATE INDEX IF NOT EXISTS audit_sessions_calls ON sessions (calls, id)",
     "CREATE INDEX IF NOT EXISTS audit_sessions_root ON sessions (root_id)",
     "CREATE INDEX IF NOT EXISTS audit_calls_model ON calls (model, session_id)",
     "CREATE INDEX IF NOT EXISTS audit_calls_started ON calls (started)",
@@ -48,7 +53,7 @@ AUDIT_INDEXES: list[str] = [
     "CREATE INDEX IF NOT EXISTS audit_rules_rule ON decision_rules (rule, session_id)",
     "CREATE INDEX IF NOT EXISTS audit_rules_rule_time ON decision_rules (rule, time)",
     "CREATE INDEX IF NOT EXISTS audit_rules_time ON decision_rules (time)",
-    "CREATE INDEX IF NOT EXISTS audit_rules_session ON decision_rules (session_id)",
+    "CREATE INDEX IF NOT EXISTS audit_rules_session ON decision_rules (session_id, rule)",
     "CREATE TRIGGER IF NOT EXISTS audit_decision_rules AFTER INSERT ON decisions WHEN new.rules != '' BEGIN"
     " INSERT OR IGNORE INTO decision_rules (decision_id, rule, session_id, outcome, time)"
     " SELECT new.id, json_extract(f.value, '$.rule'), new.session_id, new.outcome, new.time"
@@ -90,8 +95,12 @@ OUTCOMES = {
     "warned": "warn",  # shadow-mode denials and warnings
 }
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
-DEFAULT_LIMIT, MAX_LIMIT = 50, 500
-_DRIVE_LIMIT = 2000  # a filter matching fewer sessions than this drives the query
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000  # the JSON API's; the UI shows 25 a page unless asked
+_WALK_BUDGET = 60_000  # SQLite VM steps a walk may take before a selective filter's index is considered
+_STEPS_PER_SESSION = 30  # about what a walk spends on each session it passes
+_TICK = 1000  # VM steps between checks of the budget
+_FEW = 300  # a filter with fewer sessions than this drives without a walk
+_DRIVE_CAP = 20_000  # sessions a filter's index may bring to be sorted
 
 
 def bad(param: str, message: str) -> InvalidRequest:
@@ -151,12 +160,12 @@ class SessionQuery:
     sort: str = "last_call"
     order: str = "desc"
     limit: int = DEFAULT_LIMIT
-    after: tuple[float, int] | None = None  # (sort value, rowid) of the previous page's last row
-    before: tuple[float, int] | None = None  # (sort value, rowid) of the next page's first row
+    after: tuple[float, str] | None = None  # (sort value, id) of the previous page's last row
+    before: tuple[float, str] | None = None  # (sort value, id) of the next page's first row
     offset: int = 0
 
     @classmethod
-    def parse(cls, params: Mapping[str, str], now: float | None = None) -> SessionQuery:
+    def parse(cls, params: Mapping[str, str], now: float | None = None, default_limit: int = DEFAULT_LIMIT) -> SessionQuery:
         """From query parameters (the UI's and the API's); bad values raise
         :class:`InvalidRequest` naming the parameter."""
         def text(name: str) -> str | None:
@@ -183,13 +192,13 @@ class SessionQuery:
         cursors = {}
         for name in ("after", "before"):
             if text(name):
-                got_sort, value, rowid = decode_cursor(params[name], name, 3)
+                got_sort, value, sid = decode_cursor(params[name], name, 3)
                 if got_sort != sort:
                     raise bad(name, f"{name} was given out for the list sorted by {got_sort}, not by {sort}")
-                cursors[name] = (value, rowid)
+                cursors[name] = (value, sid)
         return cls(
             since=since, until=until, agent=text("agent"), key=text("key"), model=text("model"), outcome=outcome,
-            rule=text("rule"), text=text("q"), sort=sort, order=order, limit=parse_limit(params),
+            rule=text("rule"), text=text("q"), sort=sort, order=order, limit=parse_limit(params, default_limit),
             after=cursors.get("after"), before=cursors.get("before"), offset=int(offset),
         )
 
@@ -246,9 +255,9 @@ class _SessionSet:
 
 
 def fts_phrase(text: str) -> str:
-    """The user's words as one FTS5 phrase, the last word matching as a prefix."""
-    phrase = '"' + text.replace('"', '""') + '"'
-    return phrase + "*" if text[-1:].isalnum() else phrase
+    """The user's words as one FTS5 phrase: whole words, in this order (case,
+    accents and punctuation between them do not matter)."""
+    return '"' + text.replace('"', '""') + '"'
 
 
 def _sets(q: SessionQuery) -> list[_SessionSet]:
@@ -265,79 +274,174 @@ def _sets(q: SessionQuery) -> list[_SessionSet]:
         sets.append(_SessionSet("key", "SELECT session_id FROM session_clients WHERE key_id = ?", (q.key,)))
     if q.text:
         sets.append(_SessionSet(
-            "text", "SELECT session_id FROM events WHERE rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)",
-            (fts_phrase(q.text),), correlated=False,
+            "text", "SELECT e.session_id AS session_id FROM events_fts AS f JOIN events AS e ON e.rowid = f.rowid"
+            " WHERE events_fts MATCH ?", (fts_phrase(q.text),), correlated=False,
         ))
     return sets
 
 
-def _matches(conn: sqlite3.Connection, s: _SessionSet) -> int:
-    """How many sessions the set holds, counted up to _DRIVE_LIMIT."""
-    sql = f"SELECT count(*) FROM (SELECT DISTINCT session_id FROM ({s.sql}) LIMIT {_DRIVE_LIMIT})"
+def _matches(conn: sqlite3.Connection, s: _SessionSet, cap: int) -> int:
+    """How many sessions the set holds, counted up to ``cap``."""
+    sql = f"SELECT count(*) FROM (SELECT DISTINCT session_id FROM ({s.sql}) LIMIT {int(cap)})"
     return conn.execute(sql, s.params).fetchone()[0]
 
 
-def session_page(conn: sqlite3.Connection, q: SessionQuery) -> SessionPage:
-    sets = _sets(q)
-    driver: _SessionSet | None = None
-    if sets:
-        counts = [(_matches(conn, s), i) for i, s in enumerate(sets)]
-        smallest, i = min(counts)
-        if smallest < _DRIVE_LIMIT:
-            driver = sets[i]
-    col = f"s.{q.sort}"
-    # Conditions the walk must not take as an index range (a leading + hides the
-    # column from the planner), so the sort column's index keeps driving it.
-    plain = "" if driver else "+"
-    where: list[str] = []
-    params: list[Any] = []
-    if q.since is not None:
-        where.append(f"{'' if q.sort == 'last_call' else plain}s.last_call >= ?")
-        params.append(q.since)
-    if q.until is not None:
-        where.append(f"{'' if q.sort == 'started' else plain}s.started <= ?")
-        params.append(q.until)
-    if q.outcome == "allowed":
-        where.append(
-            "coalesce(json_extract(s.counters, '$.decisions.deny'), json_extract(s.counters, '$.decisions.ask'),"
-            " json_extract(s.counters, '$.decisions.terminate')) IS NULL"
+Key = tuple[int, Any, str]  # (rowid, sort value, id) of a session in the list's order
+
+
+class _Finder:
+    """The SQL of one list request: its row conditions, its filter sets, its order."""
+
+    def __init__(self, q: SessionQuery, sets: list[_SessionSet]) -> None:
+        self.q, self.sets = q, sets
+        self.col = f"s.{q.sort}"
+        self.backwards = q.before is not None
+        self.descending = (q.order == "desc") != self.backwards
+        self.dir = "DESC" if self.descending else "ASC"
+
+    def rows(self, walking: bool) -> tuple[list[str], list[Any]]:
+        """Conditions on the session row itself. On a walk, a leading + hides a
+        column from the planner so the sort column's index keeps driving."""
+        q, plain = self.q, "+" if walking else ""
+        where: list[str] = []
+        params: list[Any] = []
+        if q.since is not None:
+            where.append(f"{'' if q.sort == 'last_call' else plain}s.last_call >= ?")
+            params.append(q.since)
+        if q.until is not None:
+            where.append(f"{'' if q.sort == 'started' else plain}s.started <= ?")
+            params.append(q.until)
+        if q.outcome == "allowed":
+            where.append(
+                "coalesce(json_extract(s.counters, '$.decisions.deny'), json_extract(s.counters, '$.decisions.ask'),"
+                " json_extract(s.counters, '$.decisions.terminate')) IS NULL"
+            )
+        return where, params
+
+    def after(self, edge: tuple[Any, str] | None) -> tuple[list[str], list[Any]]:
+        if edge is None:
+            return [], []
+        return [f"({self.col}, s.id) {'<' if self.descending else '>'} (?, ?)"], list(edge)
+
+    def probes(self, skip: _SessionSet | None = None) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        for s in self.sets:
+            if s is not skip:
+                where.append(s.probe())
+                params.extend(s.params)
+        return where, params
+
+    def order(self) -> str:
+        return f"ORDER BY {self.col} {self.dir}, s.id {self.dir}"
+
+    def walk(self, conn: sqlite3.Connection, edge: tuple[Any, str] | None, limit: int,
+             budget: int | None = None) -> tuple[list[Key], bool]:
+        """Down the sort column's index from ``edge``, probing the filters. With a
+        budget (SQLite VM steps), stops when it is spent; says whether it was."""
+        rw, rp = self.rows(walking=True)
+        kw, kp = self.after(edge)
+        pw, pp = self.probes()
+        sql = (
+            f"SELECT s.rowid, {self.col}, s.id FROM sessions AS s INDEXED BY audit_sessions_{self.q.sort}"
+            f" {_where(rw + kw + pw)} {self.order()} LIMIT ?"
         )
-    for s in sets:
-        if s is not driver:
-            where.append(s.probe())
-            params.extend(s.params)
-    backwards = q.before is not None
-    descending = (q.order == "desc") != backwards
+        keys: list[Key] = []
+        spent = [0]
+
+        def tick() -> bool:
+            spent[0] += 1
+            return spent[0] * _TICK > (budget or 0)
+
+        if budget:
+            conn.set_progress_handler(tick, _TICK)
+        try:
+            for row in conn.execute(sql, [*rp, *kp, *pp, limit]):
+                keys.append(tuple(row))  # type: ignore[arg-type]
+        except sqlite3.OperationalError as e:
+            if not budget or "interrupt" not in str(e):
+                raise
+            return keys, True
+        finally:
+            if budget:
+                conn.set_progress_handler(None, 0)
+        return keys, False
+
+    def drive(self, conn: sqlite3.Connection, driver: _SessionSet, edge: tuple[Any, str] | None, limit: int) -> list[Key]:
+        """From the sessions of one selective filter, fetched by id and sorted."""
+        rw, rp = self.rows(walking=False)
+        kw, kp = self.after(edge)
+        pw, pp = self.probes(skip=driver)
+        sql = (
+            f"SELECT s.rowid, {self.col}, s.id FROM (SELECT DISTINCT session_id AS sid FROM ({driver.sql})) AS d"
+            f" CROSS JOIN sessions AS s ON s.id = d.sid {_where(rw + kw + pw)} {self.order()} LIMIT ?"
+        )
+        return [tuple(r) for r in conn.execute(sql, [*driver.params, *rp, *kp, *pp, limit])]  # type: ignore[misc]
+
+
+def _where(conditions: list[str]) -> str:
+    return "WHERE " + " AND ".join(conditions) if conditions else ""
+
+
+def find_keys(conn: sqlite3.Connection, q: SessionQuery, limit: int) -> tuple[list[Key], str]:
+    """The first ``limit`` sessions of the list from the query's edge, and how
+    they were found. A walk down the sort order fills the page within
+    ``_WALK_BUDGET`` sessions unless the filters are selective; then the
+    smallest filter set drives, unless it is larger than what walking on
+    would cost (estimated from what the budget found)."""
+    sets = _sets(q)
+    finder = _Finder(q, sets)
     edge = q.before or q.after
-    if edge is not None:
-        where.append(f"({col}, s.rowid) {'<' if descending else '>'} (?, ?)")
-        params.extend(edge)
-    direction = "DESC" if descending else "ASC"
-    source = (
-        f"(SELECT DISTINCT session_id AS sid FROM ({driver.sql})) AS d CROSS JOIN sessions AS s ON s.id = d.sid"
-        if driver else "sessions AS s"
-    )
-    sql = (
-        f"SELECT s.rowid AS rid, s.*, (SELECT c.model FROM calls AS c WHERE c.session_id = s.id ORDER BY c.started LIMIT 1)"
-        f" AS first_model FROM {source} {'WHERE ' + ' AND '.join(where) if where else ''}"
-        f" ORDER BY {col} {direction}, s.rowid {direction} LIMIT ? OFFSET ?"
-    )
-    rows = conn.execute(sql, [*(driver.params if driver else ()), *params, q.limit + 1, q.offset]).fetchall()
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
+    if sets:  # a filter with only a few sessions drives at once
+        small, i = min(((_matches(conn, s, _FEW), i) for i, s in enumerate(sets)), key=lambda m: m[0])
+        if small < _FEW:
+            return finder.drive(conn, sets[i], edge, limit), f"index:{sets[i].name}"
+    keys, spent = finder.walk(conn, edge, limit, budget=_WALK_BUDGET if sets else None)
+    if not spent:
+        return keys, "walk"
+    walked = _WALK_BUDGET / _STEPS_PER_SESSION  # about how many sessions the walk passed
+    walk_on = (limit - len(keys)) * walked / max(len(keys), 0.5)  # and would still pass
+    cap = int(min(walk_on, _DRIVE_CAP))
+    smallest, driver = min(((_matches(conn, s, cap), i) for i, s in enumerate(sets)), key=lambda m: m[0])
+    if smallest < cap:
+        return finder.drive(conn, sets[driver], edge, limit), f"index:{sets[driver].name}"
+    more, _ = finder.walk(conn, keys[-1][1:] if keys else edge, limit - len(keys))
+    return keys + more, "walk"
+
+
+def session_page(conn: sqlite3.Connection, q: SessionQuery) -> SessionPage:
+    keys, plan = find_keys(conn, q, q.offset + q.limit + 1)
+    keys = keys[q.offset:]
+    more = len(keys) > q.limit
+    keys = keys[: q.limit]
+    backwards = q.before is not None
     if backwards:
-        rows.reverse()
-    out = _with_details(conn, rows)
+        keys.reverse()
+    rows = _sessions_by_rowid(conn, [k[0] for k in keys])
 
-    def cursor(row: sqlite3.Row) -> str:
-        return encode_cursor(q.sort, row[q.sort], row["rid"])
+    def cursor(key: Key) -> str:
+        return encode_cursor(q.sort, key[1], key[2])
 
-    has_next = (more if not backwards else True) and bool(rows)
-    has_prev = (more if backwards else edge is not None or q.offset > 0) and bool(rows)
+    edge = q.before or q.after
+    has_next = (more if not backwards else True) and bool(keys)
+    has_prev = (more if backwards else edge is not None or q.offset > 0) and bool(keys)
     return SessionPage(
-        rows=out, after=cursor(rows[-1]) if has_next else None, before=cursor(rows[0]) if has_prev else None,
-        plan=f"index:{driver.name}" if driver else "walk",
+        rows=_with_details(conn, rows), after=cursor(keys[-1]) if has_next else None,
+        before=cursor(keys[0]) if has_prev else None, plan=plan,
     )
+
+
+def _sessions_by_rowid(conn: sqlite3.Connection, rowids: list[int]) -> list[sqlite3.Row]:
+    if not rowids:
+        return []
+    found = {
+        r["rid"]: r for r in conn.execute(
+            "SELECT s.rowid AS rid, s.*, (SELECT c.model FROM calls AS c WHERE c.session_id = s.id"
+            f" ORDER BY c.started LIMIT 1) AS first_model FROM sessions AS s WHERE s.rowid IN ({','.join('?' * len(rowids))})",
+            rowids,
+        )
+    }
+    return [found[r] for r in rowids if r in found]
 
 
 def _with_details(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[SessionRow]:

@@ -168,7 +168,7 @@ class PolicyPoint:
                 "parent": rec.parent_id if rec else None,
                 "root": (rec.root_id if rec else None) or session_id,
                 "depth": rec.depth if rec else 0,
-                "labels": view.labels,
+                "labels": dict(view.labels),
                 "counters": rec.counters if rec else {},
                 "started": rec.started if rec else time.time(),
                 "status": rec.status if rec else "active",

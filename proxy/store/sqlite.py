@@ -26,6 +26,7 @@ import orjson
 import sqlite_utils
 
 from adapters.model import EventKind, TrajectoryEvent
+from proxy.audit.queries import AUDIT_INDEXES
 from proxy.store.base import SCHEMA_VERSION, CallRecord, HistoryMatch, NewCall, SessionRecord
 
 T = TypeVar("T")
@@ -102,6 +103,8 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["tool_call_id"])
     db["events"].create_index(["session_id", "hash"])
     db["nodes"].create_index(["id", "time"])
+    for ddl in AUDIT_INDEXES:  # the audit views' indexes (proxy/audit/queries.py)
+        db.execute(ddl)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

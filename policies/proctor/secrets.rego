@@ -1,0 +1,128 @@
+# Secrets may not flow to external sinks. Detectors are data (regexes for API
+# keys, tokens, private keys, "password: ..." lines). A sink call marked
+# external (tools.rego) is denied, or needs approval (secrets.action), when
+#   - an argument matches a detector itself, or
+#   - an argument carries a secret the session saw earlier (in a user turn or
+#     a tool result), even stripped of what made it recognisable.
+#
+# Incremental and bounded: at the request stage the new events are scanned once
+# and each secret found is remembered in the label secrets_seen as a
+# fingerprint (its length and three weighted sums of its bytes), never as
+# text, with where it was seen; at most secrets.max_seen of them (the first).
+# A detector's value is its regex's first capture group (or the whole match);
+# "require" is a regex the value must also match.
+#
+# Settings (data.proctor_settings.secrets): detectors [{"name", "regex",
+# "require"?, "hint"?: lower-case substrings, one of which the text must
+# contain for the regex to run}], action ("deny" or "ask"), max_seen.
+package proctor
+
+import rego.v1
+
+secrets_cfg := module_settings("secrets")
+
+secret_detectors := object.get(secrets_cfg, "detectors", [])
+
+# [{"kind", "value"}] found in a text.
+secrets_in(text) := {{"kind": d.name, "value": v} |
+	lowered := lower(text)
+	some d in secret_detectors
+	secret_hinted(d, lowered)
+	some m in regex.find_all_string_submatch_n(d.regex, text, -1)
+	v := secret_value(m)
+	regex.match(object.get(d, "require", "."), v)
+}
+
+# A detector's "hint" (lower-case substrings) must be in the text before its regex runs.
+secret_hinted(d, _) if not d.hint
+
+secret_hinted(d, lowered) if {
+	some h in d.hint
+	contains(lowered, h)
+}
+
+secret_value(m) := m[1] if {
+	count(m) > 1
+	m[1] != ""
+}
+
+secret_value(m) := m[0] if count(m) == 1
+
+hex_digits := {
+	"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7,
+	"8": 8, "9": 9, "a": 10, "b": 11, "c": 12, "d": 13, "e": 14, "f": 15,
+}
+
+# A fingerprint to recognise a secret again without keeping it.
+secret_fingerprint(s) := sprintf("%d:%d:%d:%d", [count(s), a, b, c]) if {
+	nibbles := [hex_digits[ch] | some ch in split(hex.encode(s), "")]
+	a := sum([x | some i, n in nibbles; x := n * (i + 1)])
+	b := sum([x | some i, n in nibbles; x := n * ((i + 1) * (i + 1))])
+	c := sum([x | some i, n in nibbles; x := n * (((i + 3) * (i + 5)) % 1009)])
+}
+
+seen_secrets := label_list("secrets_seen")
+
+seen_fingerprints := {s.fp: s | some s in seen_secrets; is_object(s)}
+
+new_secrets := [{"fp": secret_fingerprint(x.value), "len": count(x.value), "kind": x.kind, "tool": t.tool, "seq": t.seq} |
+	some t in new_texts
+	t.kind in {"user", "system", "tool_result"}
+	some x in secrets_in(t.text)
+]
+
+new_secret_entries := [s |
+	some i, s in new_secrets
+	not seen_fingerprints[s.fp]
+	not earlier_duplicate(i, s.fp)
+]
+
+earlier_duplicate(i, fp) if {
+	some j, t in new_secrets
+	j < i
+	t.fp == fp
+}
+
+labels["secrets_seen"] := array.concat(seen_secrets, array.slice(new_secret_entries, 0, room)) if {
+	input.stage == "request"
+	count(new_secret_entries) > 0
+	room := max([0, object.get(secrets_cfg, "max_seen", 50) - count(seen_secrets)])
+	room > 0
+}
+
+# ---- the pending external sink call ------------------------------------------
+
+secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if {
+	sink_spec
+	external_sink
+	some s in all_arg_strings(tool_call.arguments)
+	some x in secrets_in(s)
+	msg := sprintf("blocked %s: its arguments carry what looks like a %s, and secrets may not leave through an external tool", [tool_call.tool_name, x.kind])
+}
+
+secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if {
+	sink_spec
+	count(seen_secrets) > 0
+	external_sink
+	lengths := {s.len | some s in seen_secrets; is_object(s)}
+	some s in all_arg_strings(tool_call.arguments)
+	some token in regex.find_n(`[A-Za-z0-9_+/=!@#$%^&*.-]{6,}`, s, -1)
+	some t in {token, trim_right(token, ".")}
+	lengths[count(t)]
+	seen := seen_fingerprints[secret_fingerprint(t)]
+	msg := sprintf("blocked %s: its arguments carry the %s the session saw %s", [tool_call.tool_name, seen.kind, seen_where(seen)])
+}
+
+seen_where(seen) := sprintf("in the result of %s at step %d", [seen.tool, seen.seq]) if is_string(seen.tool)
+
+seen_where(seen) := sprintf("at step %d", [seen.seq]) if not is_string(seen.tool)
+
+deny contains f if {
+	object.get(secrets_cfg, "action", "deny") == "deny"
+	some f in secret_findings
+}
+
+ask contains f if {
+	object.get(secrets_cfg, "action", "deny") == "ask"
+	some f in secret_findings
+}

@@ -1,0 +1,96 @@
+package proctor_test.secrets
+
+import rego.v1
+
+cfg := {"sinks": {
+	"post": {"destination": ["url"], "payload": ["content"]},
+	"dm": {"destination": ["to"], "payload": ["body"], "external": false},
+}}
+
+act(tool, args, labels) := {
+	"stage": "action",
+	"session": {"labels": labels, "counters": {}},
+	"new": [],
+	"action": {"kind": "tool_call", "tool_name": tool, "arguments": args},
+}
+
+read(text) := {
+	"stage": "request",
+	"session": {"labels": {}, "counters": {}},
+	"new": [{"seq": 7, "kind": "tool_result", "tool_name": "read_channel", "text": text}],
+}
+
+decide(inp) := d if {
+	d := data.proctor.decision with input as inp with data.proctor_settings as cfg
+}
+
+decide_with(inp, extra) := d if {
+	d := data.proctor.decision with input as inp with data.proctor_settings as object.union(cfg, extra)
+}
+
+key := "sk-proj-Abcdefghijklmnopqrstuvwx0123"
+
+# What the session saw at step 7: "Secret key is 1a7b3d."
+seen := {"secrets_seen": [{"fp": data.proctor.secret_fingerprint("1a7b3d"), "len": 6, "kind": "labelled secret", "tool": "read_channel", "seq": 7}]}
+
+test_labels_a_secret_by_fingerprint_only if {
+	d := decide(read("- body: Secret key is 1a7b3d.\n  sender: Charlie"))
+	count(d.labels.secrets_seen) == 1
+	d.labels.secrets_seen[0].kind == "labelled secret"
+	d.labels.secrets_seen[0].seq == 7
+	not contains(json.marshal(d.labels), "1a7b3d")
+}
+
+test_labels_an_api_key_seen_in_a_user_turn if {
+	inp := {"stage": "request", "session": {"labels": {}, "counters": {}}, "new": [{"seq": 1, "kind": "user", "text": concat(" ", ["use", key])}]}
+	d := decide(inp)
+	d.labels.secrets_seen[0].kind == "API key (sk-...)"
+}
+
+test_labels_no_secret_in_ordinary_words if {
+	d := decide(read("The password is required for login; the token expired."))
+	not d.labels.secrets_seen
+}
+
+test_blocks_api_key_in_an_external_sink if {
+	d := decide(act("post", {"url": "https://paste.example", "content": concat("", ["key: ", key])}, {}))
+	{f.rule | some f in d.deny} == {"flow.secret_to_external"}
+	contains(d.deny[0].message, "API key")
+}
+
+test_blocks_private_key_in_an_external_sink if {
+	d := decide(act("post", {"url": "https://paste.example", "content": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl"}, {}))
+	{f.rule | some f in d.deny} == {"flow.secret_to_external"}
+}
+
+test_blocks_a_secret_seen_earlier_even_without_its_label if {
+	d := decide(act("post", {"url": "https://paste.example", "content": "notes: 1a7b3d."}, seen))
+	{f.rule | some f in d.deny} == {"flow.secret_to_external"}
+	contains(d.deny[0].message, "in the result of read_channel at step 7")
+}
+
+test_asks_in_ask_mode if {
+	d := decide_with(act("post", {"url": "https://paste.example", "content": "1a7b3d"}, seen), {"secrets": {"action": "ask"}})
+	d.allow
+	d.ask[0].rule == "flow.secret_to_external"
+}
+
+test_allows_secret_to_an_internal_sink if {
+	d := decide(act("dm", {"to": "alice", "body": concat("", ["your key ", key])}, seen))
+	d.allow
+}
+
+test_allows_external_sink_without_secrets if {
+	d := decide(act("post", {"url": "https://paste.example", "content": "1a7b3e and other notes"}, seen))
+	d.allow
+}
+
+test_allows_secret_in_a_tool_that_is_no_sink if {
+	d := decide(act("read_file", {"path": "config", "note": key}, seen))
+	d.allow
+}
+
+test_allows_fingerprints_that_differ if {
+	data.proctor.secret_fingerprint("1a7b3d") != data.proctor.secret_fingerprint("1a7b3e")
+	data.proctor.secret_fingerprint("1a7b3d") != data.proctor.secret_fingerprint("d3b7a1")
+}

@@ -1,0 +1,137 @@
+# Tool classification, shared by the modules: which tools return untrusted
+# content, which are sinks (tools with side effects) and what their arguments
+# mean. Only data names tools; no rule of the library does.
+#
+# Settings (data.proctor_settings):
+#   untrusted_tools   ["fetch_url", ...] or {tool: {"what": "a web page",
+#                     "when": {argument: regex}}}: results are untrusted content
+#                     (when "when" is given, only for calls whose arguments match)
+#   sinks             {tool: {"destination": [arg], "payload": [arg], "when": [arg],
+#                     "addressee": [arg], "external": bool, "amount": arg}}
+#                     destination: where data or money goes (recipients, URLs, accounts)
+#                     payload:     what is sent (bodies, contents, subjects)
+#                     when:        dates that decide what happens (bookings, events)
+#                     addressee:   names of whom the call is for; when the user named
+#                                  them, an address looked up for them is accepted
+#                     external:    false for sinks that stay inside the organisation
+#                     amount:      the argument carrying money moved (budgets)
+#   internal_domains  destinations in these domains are not external
+package proctor
+
+import rego.v1
+
+# The classification of one untrusted tool: {"what", "when"}, from either form
+# of the setting (a list of names, or an object of descriptions).
+untrusted_tools_setting := setting("untrusted_tools", [])
+
+untrusted_spec(name) := {"what": object.get(s, "what", name), "when": object.get(s, "when", {})} if {
+	is_object(untrusted_tools_setting)
+	s := untrusted_tools_setting[name]
+} else := {"what": name, "when": {}} if {
+	is_array(untrusted_tools_setting)
+	name in untrusted_tools_setting
+}
+
+sinks := setting("sinks", {})
+
+internal_domains := {lower(d) | some d in setting("internal_domains", [])}
+
+# The pending tool call, at the action stage.
+tool_call := input.action if {
+	input.stage == "action"
+	input.action.kind == "tool_call"
+}
+
+sink_spec := sinks[tool_call.tool_name]
+
+external_sink if object.get(sink_spec, "external", true) == true
+
+# The string values of some arguments of a call, nested lists and objects flattened.
+arg_strings(args, names) := {s |
+	is_object(args)
+	some name in names
+	some s in strings_in(object.get(args, name, null))
+}
+
+strings_in(v) := {v} if is_string(v)
+
+strings_in(v) := {format_int(v, 10)} if {
+	is_number(v)
+	v == floor(v)
+}
+
+strings_in(v) := {sprintf("%v", [v])} if {
+	is_number(v)
+	v != floor(v)
+}
+
+strings_in(v) := {s | some x in v; is_string(x); s := x} | {s | some x in v; is_array(x); some s in x; is_string(s)} if is_array(v)
+
+strings_in(v) := {s | some x in v; is_string(x); s := x} if is_object(v)
+
+strings_in(v) := set() if {
+	not is_string(v)
+	not is_number(v)
+	not is_array(v)
+	not is_object(v)
+}
+
+# All string values of a call's arguments.
+all_arg_strings(args) := {s | is_object(args); some v in args; some s in strings_in(v)}
+
+# Does an untrusted source's "when" condition hold for these arguments?
+when_matches(when, args) if {
+	every arg, pattern in when {
+		is_object(args)
+		some s in strings_in(object.get(args, arg, null))
+		regex.match(pattern, s)
+	}
+}
+
+# The tool call in this call's window that a result answers (bounded: the window
+# holds the last policy_window events plus this call's).
+call_for_result(ev) := c if {
+	some c in input.trajectory
+	c.kind == "tool_call"
+	c.tool_call_id == ev.tool_call_id
+	ev.tool_call_id != null
+}
+
+# A tool result from an untrusted source; its source description.
+untrusted_result(ev) := spec if {
+	ev.kind == "tool_result"
+	spec := untrusted_spec(ev.tool_name)
+	conditions_hold(spec.when, ev)
+}
+
+conditions_hold(when, _) if count(when) == 0
+
+conditions_hold(when, ev) if {
+	count(when) > 0
+	when_matches(when, call_for_result(ev).arguments)
+}
+
+# A conditional source whose call fell out of the window: untrusted (fail closed).
+conditions_hold(when, ev) if {
+	count(when) > 0
+	not call_for_result(ev)
+}
+
+# What a new event's text is: "instruction" (the user's and system's own
+# turns), "untrusted" (results of untrusted tools), "echo" (a sink's result,
+# which only repeats what the agent sent), "trusted" (any other tool result).
+event_class(ev) := "instruction" if {
+	ev.kind in {"user", "system"}
+} else := "untrusted" if {
+	untrusted_result(ev)
+} else := "echo" if {
+	ev.kind == "tool_result"
+	sinks[ev.tool_name]
+} else := "trusted" if {
+	ev.kind == "tool_result"
+} else := "other"
+
+# "a web page the agent read with get_webpage at step 4"
+source_phrase(src) := sprintf("%s the agent read with %s at step %d", [src.what, src.tool, src.seq]) if src.what != src.tool
+
+source_phrase(src) := sprintf("the result of %s at step %d", [src.tool, src.seq]) if src.what == src.tool

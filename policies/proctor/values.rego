@@ -1,0 +1,266 @@
+# Where values came from: the candidate values (email addresses, links, IBANs,
+# phone, card and account numbers, dates) and names found in what the session
+# read, kept as session labels so that flow rules can ask "did this value come
+# only from untrusted content?" without scanning the trajectory.
+#
+# Incremental: at the request stage only the events this call adds (input.new)
+# are read; what they contain is merged into these labels, which come back in
+# every later input:
+#   untrusted_sources  [{"tool", "seq"}]     each untrusted result read, in order
+#   untrusted_values   {value: [kind, i]}    first seen in untrusted_sources[i]
+#   untrusted_names    {name: i}             capitalised words of untrusted content
+#   trusted_values     [value]   seen in the user's or system's text or in trusted tool results
+#   trusted_names      [name]    capitalised words of trusted tool results
+#   instruction_words  [word]    every word of the user's and system's text
+#   flow_overflow      true once a list reached its cap
+#
+# Bounded: each list holds at most flow.max_values / max_names / max_words /
+# max_sources items (the first ones seen, then new ones in sorted order), so
+# the input and the decision log stay small however long the session runs.
+# Once an untrusted list is full, flow_overflow is set and the flow rules treat
+# every value that is not known to be trusted as untrusted (they fail closed,
+# see flow.rego); trusted lists that are full only stop growing (a value seen
+# later in trusted text may then be reported, never missed).
+#
+# Settings (data.proctor_settings.flow, defaults in proctor_defaults):
+#   value_kinds  {kind: {"regex": one capture group, "normalize": lower|host|digits|alnum_upper,
+#                "label", "hint"?: a substring the text must contain for the regex to run}}
+#   dates        true: also dates ("May 1st", "2024-05-01"), compared as month-day
+#   names        true: also keep names (the recommendation rule and destination_names use them)
+#   max_values, max_names, max_words, max_sources
+package proctor
+
+import rego.v1
+
+flow_cfg := module_settings("flow")
+
+value_kinds := object.get(flow_cfg, "value_kinds", {})
+
+dates_on if object.get(flow_cfg, "dates", true) == true
+
+names_on if object.get(flow_cfg, "names", true) == true
+
+max_values := object.get(flow_cfg, "max_values", 200)
+
+max_names := object.get(flow_cfg, "max_names", 400)
+
+max_words := object.get(flow_cfg, "max_words", 300)
+
+max_sources := object.get(flow_cfg, "max_sources", 100)
+
+# ---- extraction ------------------------------------------------------------
+
+candidates(text) := {c |
+	some kind, spec in value_kinds
+	contains(text, object.get(spec, "hint", ""))
+	some m in regex.find_all_string_submatch_n(spec.regex, text, -1)
+	count(m) > 1
+	v := normalize_value(object.get(spec, "normalize", "lower"), m[1])
+	v != ""
+	c := {"kind": kind, "value": v}
+}
+
+# Candidates plus dates: what a text contributes to the value labels.
+text_values(text) := candidates(text) | {{"kind": "date", "value": d} | some d in date_keys(text)} if dates_on
+
+text_values(text) := candidates(text) if not dates_on
+
+trim_value(v) := trim(v, " \t\r\n.,;:!?)]}>'\"`")
+
+normalize_value(mode, v) := regex.replace(v, `[^0-9]`, "") if {
+	mode == "digits"
+} else := trim(regex.split(`[/?#:]`, regex.replace(lower(trim_value(v)), `^(?:[a-z][a-z0-9+.-]*://)?(?:www[.])?`, ""))[0], ".") if {
+	mode == "host"
+} else := upper(regex.replace(v, `[^A-Za-z0-9]`, "")) if {
+	mode == "alnum_upper"
+} else := lower(trim_value(v))
+
+value_label(kind) := object.get(object.get(value_kinds, kind, {}), "label", kind) if kind != "date"
+
+value_label("date") := "date"
+
+month_numbers := {
+	"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6,
+	"jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12,
+}
+
+month_pattern := `(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)`
+
+month_day_pattern := concat("", [`(?i)(?:^|[^a-z])`, month_pattern, `[.]? ([0-9]{1,2})(?:st|nd|rd|th)?(?:[^0-9]|$)`])
+
+day_month_pattern := concat("", [`(?i)(?:^|[^0-9])([0-9]{1,2})(?:st|nd|rd|th)? (?:of )?`, month_pattern, `(?:[^a-z]|$)`])
+
+# Dates as "MM-DD": 2024-05-01, May 1st(, 2024), 1st of May, 1 May.
+date_keys(text) := set() if not regex.match(`[0-9]`, text)
+
+date_keys(text) := iso | month_day | day_month if {
+	regex.match(`[0-9]`, text)
+	iso := {sprintf("%s-%s", [m[2], m[3]]) |
+		some m in regex.find_all_string_submatch_n(`([0-9]{4})-([0-9]{2})-([0-9]{2})`, text, -1)
+	}
+	month_day := {d |
+		some m in regex.find_all_string_submatch_n(month_day_pattern, text, -1)
+		d := month_day_key(m[1], m[2])
+	}
+	day_month := {d |
+		some m in regex.find_all_string_submatch_n(day_month_pattern, text, -1)
+		d := month_day_key(m[2], m[1])
+	}
+}
+
+month_day_key(month, day) := sprintf("%02d-%02d", [month_numbers[lower(substring(month, 0, 3))], n]) if {
+	n := to_number(day)
+	n >= 1
+	n <= 31
+}
+
+# Capitalised words, lower-cased: "Riverside View Hotel" -> riverside, view, hotel.
+name_tokens(text) := {lower(m[1]) |
+	some m in regex.find_all_string_submatch_n(`(?:^|[^A-Za-z0-9_])([A-Z][A-Za-z0-9_'-]*[A-Za-z0-9_])`, text, -1)
+}
+
+# Every word of two characters or more, lower-cased.
+words(text) := {w | some w in regex.find_n(`[a-z0-9][a-z0-9_'-]*[a-z0-9_]`, lower(text), -1)}
+
+# ---- the labels, as this call sees them ---------------------------------------
+
+label_list(key) := v if {
+	v := input.session.labels[key]
+	is_array(v)
+}
+
+label_list(key) := [] if not is_array(object.get(input.session.labels, key, null))
+
+label_object(key) := v if {
+	v := input.session.labels[key]
+	is_object(v)
+}
+
+label_object(key) := {} if not is_object(object.get(input.session.labels, key, null))
+
+untrusted_sources := label_list("untrusted_sources")
+
+untrusted_values := label_object("untrusted_values")
+
+trusted_values := {v | some v in label_list("trusted_values")}
+
+untrusted_names := label_object("untrusted_names")
+
+trusted_names := {v | some v in label_list("trusted_names")}
+
+instruction_words := {v | some v in label_list("instruction_words")}
+
+flow_overflow if input.session.labels.flow_overflow == true
+
+# The source of an index into untrusted_sources: {"tool", "what", "seq"}.
+untrusted_source_at(i) := {"tool": src.tool, "seq": src.seq, "what": source_what(src.tool)} if {
+	src := untrusted_sources[i]
+}
+
+source_what(tool) := untrusted_spec(tool).what if untrusted_spec(tool)
+
+source_what(tool) := tool if not untrusted_spec(tool)
+
+untrusted_source_at(i) := {"tool": "an untrusted tool", "what": "untrusted content", "seq": -1} if not untrusted_sources[i]
+
+# ---- what this call adds (request stage) --------------------------------------------
+
+# This call's new texts, each classified once (tools.rego: event_class).
+new_texts := [{"text": ev.text, "tool": object.get(ev, "tool_name", null), "seq": object.get(ev, "seq", null), "kind": ev.kind, "class": event_class(ev)} |
+	input.stage == "request"
+	some ev in input.new
+	is_string(ev.text)
+	ev.text != ""
+]
+
+new_untrusted := [t | some t in new_texts; t["class"] == "untrusted"]
+
+# Indexes the new sources get in untrusted_sources.
+source_index(j) := count(untrusted_sources) + j
+
+new_trusted_texts := [t.text | some t in new_texts; t["class"] in {"instruction", "trusted"}]
+
+new_instruction_texts := [t.text | some t in new_texts; t["class"] == "instruction"]
+
+untrusted_event_values := [text_values(u.text) | some u in new_untrusted]
+
+new_untrusted_values := {v: [kind, source_index(j)] |
+	some v in {c.value | some cs in untrusted_event_values; some c in cs}
+	not untrusted_values[v]
+	j := min({i | some i, cs in untrusted_event_values; some c in cs; c.value == v})
+	kind := min({c.kind | some c in untrusted_event_values[j]; c.value == v})
+}
+
+new_trusted_values := {c.value | some t in new_trusted_texts; some c in text_values(t)}
+
+untrusted_event_names := [name_tokens(u.text) | names_on; some u in new_untrusted]
+
+new_untrusted_names := {n: source_index(j) |
+	some n in {x | some ns in untrusted_event_names; some x in ns}
+	not untrusted_names[n]
+	j := min({i | some i, ns in untrusted_event_names; ns[n]})
+}
+
+new_trusted_names := {n |
+	names_on
+	some t in new_texts
+	t["class"] == "trusted"
+	some n in name_tokens(t.text)
+}
+
+new_instruction_words := {w | some t in new_instruction_texts; some w in words(t)}
+
+# ---- growing the labels within their caps ----------------------------------------
+
+# old (an array) plus the new items not in it, at most cap items in all.
+grow_list(old, known, new, cap) := array.concat(old, array.slice(sort(added), 0, max([0, cap - count(old)]))) if {
+	added := new - known
+}
+
+# old (an object) plus the new keys, at most cap keys in all.
+grow_object(old, new, cap) := object.union(old, {k: new[k] | some k in chosen}) if {
+	chosen := array.slice(sort([k | some k, _ in new]), 0, max([0, cap - count(old)]))
+}
+
+labels["untrusted_sources"] := array.slice(array.concat(untrusted_sources, [{"tool": u.tool, "seq": u.seq} | some u in new_untrusted]), 0, max_sources) if {
+	input.stage == "request"
+	count(new_untrusted) > 0
+	count(untrusted_sources) < max_sources
+}
+
+labels["untrusted_values"] := grow_object(untrusted_values, new_untrusted_values, max_values) if {
+	input.stage == "request"
+	count(new_untrusted_values) > 0
+}
+
+labels["trusted_values"] := grow_list(label_list("trusted_values"), trusted_values, new_trusted_values, max_values) if {
+	input.stage == "request"
+	count(new_trusted_values - trusted_values) > 0
+}
+
+labels["untrusted_names"] := grow_object(untrusted_names, new_untrusted_names, max_names) if {
+	input.stage == "request"
+	count(new_untrusted_names) > 0
+}
+
+labels["trusted_names"] := grow_list(label_list("trusted_names"), trusted_names, new_trusted_names, max_names) if {
+	input.stage == "request"
+	count(new_trusted_names - trusted_names) > 0
+}
+
+labels["instruction_words"] := grow_list(label_list("instruction_words"), instruction_words, new_instruction_words, max_words) if {
+	input.stage == "request"
+	count(new_instruction_words - instruction_words) > 0
+}
+
+labels["flow_overflow"] := true if {
+	input.stage == "request"
+	not flow_overflow
+	overflowing
+}
+
+overflowing if count(untrusted_values) + count(new_untrusted_values) > max_values
+
+overflowing if count(untrusted_names) + count(new_untrusted_names) > max_names
+
+overflowing if count(untrusted_sources) + count(new_untrusted) > max_sources
