@@ -17,9 +17,11 @@ LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 26
 
 
 def _nice_max(value: float, counts: bool = False) -> float:
-    """A round top for the y axis; counts get at least 4 so the quarter ticks are whole."""
+    """A round top for the y axis; for counts, one whose quarter ticks are whole numbers."""
     if counts:
-        value = max(value, 4)
+        quarter = max(value, 4) / 4
+        exp = 10 ** math.floor(math.log10(quarter))
+        return 4 * next(m * exp for m in (1, 2, 2.5, 5, 10) if m * exp >= quarter and float(m * exp).is_integer())
     if value <= 0:
         return 1.0
     exp = 10 ** math.floor(math.log10(value))

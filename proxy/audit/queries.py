@@ -3,14 +3,18 @@ number of sessions, and the indexes they need (``AUDIT_INDEXES``).
 
 How a page is found. The list walks down the sort column's index (newest
 first, say) and checks each session against the filters, one index probe per
-filter (rule, outcome, model, agent, key, text each have one), until the page
-is full: when filters are not selective this takes a bounded number of steps
-whatever the store's size. A filter that matches only a few sessions drives the
-query from the start (its sessions fetched by id and sorted). When the walk spends ``_WALK_BUDGET`` SQLite steps
-without filling the page, the filters are selective: the smallest filter's own
-index then drives, unless it holds more sessions than walking on would pass. Paging is by keyset (the sort value and
-the id of the page's edge session), never by offset, so page 1,000 costs what
-page 1 does.
+filter (rule, outcome, model, agent, key and text each have an index), until
+the page is full: when the filters are not selective this takes a bounded
+number of steps whatever the store's size. A filter that matches only a few
+sessions drives the query instead, from the start: its sessions are fetched by
+id and sorted. When the walk spends ``_WALK_BUDGET`` SQLite steps without
+filling the page, the filters are selective: the smallest filter's own index
+then drives, unless it holds more sessions than walking on would pass. Paging
+is by keyset (the sort value and the id of the page's edge session), never by
+offset, so page 1,000 costs what page 1 does.
+
+Text search matches whole words as a phrase through a full-text index; its cost
+grows with the number of events that hold the phrase.
 """
 
 from __future__ import annotations
@@ -237,7 +241,7 @@ class SessionPage:
     rows: list[SessionRow]
     after: str | None  # cursor of the next page, None on the last one
     before: str | None  # cursor of the previous page, None on the first one
-    plan: str  # how the page was found: "walk" or "index:<filter>" (for the benchmark and debugging)
+    plan: str  # how the page was found: "walk", "walk-on" or "index:<filter>" (for the benchmark and debugging)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,10 +389,8 @@ def _where(conditions: list[str]) -> str:
 
 def find_keys(conn: sqlite3.Connection, q: SessionQuery, limit: int) -> tuple[list[Key], str]:
     """The first ``limit`` sessions of the list from the query's edge, and how
-    they were found. A walk down the sort order fills the page within
-    ``_WALK_BUDGET`` sessions unless the filters are selective; then the
-    smallest filter set drives, unless it is larger than what walking on
-    would cost (estimated from what the budget found)."""
+    they were found ("walk", "index:<filter>", or "walk-on" when a walk spent its
+    budget and went on; see the module's docstring)."""
     sets = _sets(q)
     finder = _Finder(q, sets)
     edge = q.before or q.after
@@ -406,7 +408,7 @@ def find_keys(conn: sqlite3.Connection, q: SessionQuery, limit: int) -> tuple[li
     if smallest < cap:
         return finder.drive(conn, sets[driver], edge, limit), f"index:{sets[driver].name}"
     more, _ = finder.walk(conn, keys[-1][1:] if keys else edge, limit - len(keys))
-    return keys + more, "walk"
+    return keys + more, "walk-on"
 
 
 def session_page(conn: sqlite3.Connection, q: SessionQuery) -> SessionPage:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import multiprocessing
 import random
 import shutil
@@ -66,7 +67,7 @@ _SYLLABLES = ("ka lo mi ne ru sa ti vo pe da ri xu ze bo fa gu hi je lu mo "
 # A vocabulary with word frequencies as in real text (Zipf): a few words in most
 # events, most words rare, so a text search matches what it would in real traffic.
 WORDS = [a + b + c for c in ("", "n", "s", "t") for a in _SYLLABLES for b in _SYLLABLES][:2000]
-_WEIGHTS = [1 / rank for rank in range(1, len(WORDS) + 1)]
+_CUMULATIVE = list(itertools.accumulate(1 / rank for rank in range(1, len(WORDS) + 1)))
 
 # What the benchmark asks for: the list filtered by the most common rule over
 # the last 30 days, sorted by last activity, as the UI shows it (25 a page), and
@@ -90,7 +91,7 @@ def _pick(rng: random.Random, weighted: list[tuple[Any, int]]) -> Any:
 
 
 def _text(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choices(WORDS, _WEIGHTS, k=n))
+    return " ".join(rng.choices(WORDS, cum_weights=_CUMULATIVE, k=n))
 
 
 class Seeder:
@@ -110,7 +111,7 @@ class Seeder:
     def seed(self, count: int, start: float, end: float, focus: bool = False) -> None:
         times = sorted(self.rng.uniform(start, end) for _ in range(count))
         for i, t in enumerate(times):
-            sid = FOCUS if focus and i == count // 2 else f"s-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]}"
+            sid = FOCUS if focus and i == count // 2 else f"s-{self.rng.getrandbits(80):020x}"
             self._session(sid, t, forced_rule="flow.untrusted_to_external" if sid == FOCUS else None)
             if sid == FOCUS:  # the focus session has two sub-agents, one of them with a child of its own
                 self._session(f"{FOCUS}-child-1", t + 5, parent=(FOCUS, 0))
@@ -141,7 +142,7 @@ class Seeder:
         task = f"{_text(rng, 6)} #{rng.randrange(10**6)}"
         tool = rng.choice(TOOLS)
         for n in range(n_calls):
-            call_id = f"call_{uuid.UUID(int=rng.getrandbits(128)).hex[:20]}"
+            call_id = f"call_{rng.getrandbits(80):020x}"
             latency = rng.uniform(300, 8000)
             tin, tout = rng.randrange(400, 6000), rng.randrange(20, 600)
             new: list[tuple[str, str | None, str | None, str | None]] = []  # (kind, text, tool, args)
@@ -156,7 +157,7 @@ class Seeder:
             first_seq = seq
             for kind, text, tname, args in new + reply:
                 self.events.append((sid, seq, call_id, kind, None if kind == "tool_call" else kind, text, tname, args,
-                                    f"tc_{call_id}" if kind == "tool_call" else None, None, uuid.uuid4().hex, clock))
+                                    f"tc_{call_id}" if kind == "tool_call" else None, None, f"{rng.getrandbits(128):032x}", clock))
                 seq += 1
             # the request-stage decision, then one for the reply's action
             self._decision(sid, call_id, "request", None, clock, client, model, new, "allow", None)
@@ -168,7 +169,7 @@ class Seeder:
                 counters["decisions"][outcome] = counters["decisions"].get(outcome, 0) + 1
                 labels = {"outcome": outcome, "rules": [rule], "stage": "action", "revision": "r2024a", "modes": ["enforce"]}
                 self.events.append((sid, seq, call_id, "decision", None, f"{rule}: blocked", None, None, None,
-                                    orjson.dumps(labels).decode(), uuid.uuid4().hex, clock + latency / 1000))
+                                    orjson.dumps(labels).decode(), f"{rng.getrandbits(128):032x}", clock + latency / 1000))
                 seq += 1
                 if outcome == "terminate":
                     status = "terminated"
