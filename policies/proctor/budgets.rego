@@ -7,6 +7,8 @@
 #   budget.tokens          input + output tokens per session        counters
 #   budget.cost            tokens priced per model (USD per million tokens)
 #   budget.wall_time       seconds since the session started
+#   budget.rate            model calls per minute: the times of the last calls are
+#                          kept in the label recent_call_times (at most the limit)
 #   budget.depth           sub-agent depth (session.depth, 0 for a root session)
 #   budget.fan_out         sub-agents one session may spawn: calls of budgets.spawn_tools
 #   budget.tree_*          the same limits over the whole sub-agent tree, from
@@ -18,7 +20,7 @@
 #
 # Settings (data.proctor_settings.budgets; 0 or absent means no limit):
 #   max_tool_calls, per_tool {tool: n}, max_side_effects, max_amount,
-#   max_tokens, max_cost_usd, prices {model: {"input", "output"}} (USD per
+#   max_tokens, max_calls_per_minute, max_cost_usd, prices {model: {"input", "output"}} (USD per
 #   million tokens, "*" for any model), max_seconds, max_depth, max_children,
 #   spawn_tools [tool], tree_max_tool_calls, tree_max_tokens, tree_max_sessions.
 # (max_tool_calls at the top of proctor_settings is still honoured.)
@@ -52,7 +54,7 @@ deny contains {"rule": "budget.tool_calls", "message": msg} if {
 	tool_call
 	used := counter("tool_calls_total") + count(this_call_tool_calls)
 	used >= n
-	msg := sprintf("blocked %s: the session already made %d tool calls, the limit is %d", [tool_call.tool_name, used, n])
+	msg := sprintf("blocked %s: the session already made %v tool calls, the limit is %v", [tool_call.tool_name, used, n])
 }
 
 deny contains {"rule": "budget.tool_calls_per_tool", "message": msg} if {
@@ -60,7 +62,7 @@ deny contains {"rule": "budget.tool_calls_per_tool", "message": msg} if {
 	n := budgets_cfg.per_tool[tool_call.tool_name]
 	used := tool_counter(tool_call.tool_name) + count([1 | some ev in this_call_tool_calls; ev.tool_name == tool_call.tool_name])
 	used >= n
-	msg := sprintf("blocked %s: the session already called it %d times, the limit is %d", [tool_call.tool_name, used, n])
+	msg := sprintf("blocked %s: the session already called it %v times, the limit is %v", [tool_call.tool_name, used, n])
 }
 
 deny contains {"rule": "budget.side_effects", "message": msg} if {
@@ -69,7 +71,7 @@ deny contains {"rule": "budget.side_effects", "message": msg} if {
 	stored := sum([tool_counter(name) | some name, _ in sinks])
 	pending := count([1 | some ev in this_call_tool_calls; sinks[ev.tool_name]])
 	stored + pending >= n
-	msg := sprintf("blocked %s: the session already made %d calls with side effects, the limit is %d", [tool_call.tool_name, stored + pending, n])
+	msg := sprintf("blocked %s: the session already made %v calls with side effects, the limit is %v", [tool_call.tool_name, stored + pending, n])
 }
 
 # ---- money ------------------------------------------------------------------
@@ -103,7 +105,7 @@ deny contains {"rule": "budget.tokens", "message": msg} if {
 	n := budget_limits.max_tokens
 	input.stage == "request"
 	tokens_used >= n
-	msg := sprintf("blocked this call: the session already used %d tokens, the limit is %d", [tokens_used, n])
+	msg := sprintf("blocked this call: the session already used %v tokens, the limit is %v", [tokens_used, n])
 }
 
 price := p if {
@@ -118,15 +120,36 @@ deny contains {"rule": "budget.cost", "message": msg} if {
 	n := budget_limits.max_cost_usd
 	input.stage == "request"
 	cost_usd >= n
-	msg := sprintf("blocked this call: the session already cost about $%.2f at %s prices, the limit is $%.2f", [cost_usd, input.call.model, n])
+	msg := sprintf("blocked this call: the session already cost about $%v at %s prices, the limit is $%v", [cents(cost_usd), input.call.model, n])
 }
+
+# Dollars rounded to cents. (sprintf("%.2f") prints integers wrongly on OPA.)
+cents(x) := round(x * 100) / 100
 
 deny contains {"rule": "budget.wall_time", "message": msg} if {
 	n := budget_limits.max_seconds
 	input.stage == "request"
 	elapsed := (time.now_ns() / 1000000000) - input.session.started
 	elapsed >= n
-	msg := sprintf("blocked this call: the session started %d seconds ago, the limit is %d", [floor(elapsed), n])
+	msg := sprintf("blocked this call: the session started %v seconds ago, the limit is %v", [floor(elapsed), n])
+}
+
+now_s := time.now_ns() / 1000000000
+
+recent_call_times := [t | some t in label_list("recent_call_times"); is_number(t); t > now_s - 60]
+
+deny contains {"rule": "budget.rate", "message": msg} if {
+	n := budget_limits.max_calls_per_minute
+	input.stage == "request"
+	count(recent_call_times) >= n
+	msg := sprintf("blocked this call: the session made %v model calls in the last minute, the limit is %v; wait a little", [count(recent_call_times), n])
+}
+
+# The calls of the last minute, this one included, at most the limit.
+labels["recent_call_times"] := array.slice(times, max([0, count(times) - n]), count(times)) if {
+	n := budget_limits.max_calls_per_minute
+	input.stage == "request"
+	times := array.concat(recent_call_times, [floor(now_s)])
 }
 
 # ---- sub-agents ----------------------------------------------------------------
@@ -135,7 +158,7 @@ deny contains {"rule": "budget.depth", "message": msg} if {
 	n := budget_limits.max_depth
 	input.stage == "request"
 	input.session.depth > n
-	msg := sprintf("blocked this call: this sub-agent is %d levels below its root session, the limit is %d", [input.session.depth, n])
+	msg := sprintf("blocked this call: this sub-agent is %v levels below its root session, the limit is %v", [input.session.depth, n])
 }
 
 spawn_tools := {t | some t in object.get(budgets_cfg, "spawn_tools", [])}
@@ -144,7 +167,7 @@ deny contains {"rule": "budget.depth", "message": msg} if {
 	n := budget_limits.max_depth
 	spawn_tools[tool_call.tool_name]
 	input.session.depth + 1 > n
-	msg := sprintf("blocked %s: a sub-agent spawned here would be %d levels deep, the limit is %d", [tool_call.tool_name, input.session.depth + 1, n])
+	msg := sprintf("blocked %s: a sub-agent spawned here would be %v levels deep, the limit is %v", [tool_call.tool_name, input.session.depth + 1, n])
 }
 
 deny contains {"rule": "budget.fan_out", "message": msg} if {
@@ -153,7 +176,7 @@ deny contains {"rule": "budget.fan_out", "message": msg} if {
 	stored := sum([tool_counter(t) | some t in spawn_tools])
 	pending := count([1 | some ev in this_call_tool_calls; spawn_tools[ev.tool_name]])
 	stored + pending >= n
-	msg := sprintf("blocked %s: this session already started %d sub-agents, the limit is %d", [tool_call.tool_name, stored + pending, n])
+	msg := sprintf("blocked %s: this session already started %v sub-agents, the limit is %v", [tool_call.tool_name, stored + pending, n])
 }
 
 # ---- the whole tree (when Proctor supplies input.session.tree) -----------------
@@ -170,7 +193,7 @@ deny contains {"rule": "budget.tree_tool_calls", "message": msg} if {
 	tool_call
 	used := tree_counter("tool_calls_total") + count(this_call_tool_calls)
 	used >= n
-	msg := sprintf("blocked %s: the agents of this session's tree already made %d tool calls, the limit is %d", [tool_call.tool_name, used, n])
+	msg := sprintf("blocked %s: the agents of this session's tree already made %v tool calls, the limit is %v", [tool_call.tool_name, used, n])
 }
 
 deny contains {"rule": "budget.tree_tokens", "message": msg} if {
@@ -178,7 +201,7 @@ deny contains {"rule": "budget.tree_tokens", "message": msg} if {
 	input.stage == "request"
 	used := tree_counter("input_tokens") + tree_counter("output_tokens")
 	used >= n
-	msg := sprintf("blocked this call: the agents of this session's tree already used %d tokens, the limit is %d", [used, n])
+	msg := sprintf("blocked this call: the agents of this session's tree already used %v tokens, the limit is %v", [used, n])
 }
 
 deny contains {"rule": "budget.tree_sessions", "message": msg} if {
@@ -186,5 +209,5 @@ deny contains {"rule": "budget.tree_sessions", "message": msg} if {
 	spawn_tools[tool_call.tool_name]
 	used := object.get(tree, "sessions", 1)
 	used >= n
-	msg := sprintf("blocked %s: this session's tree already has %d agents, the limit is %d", [tool_call.tool_name, used, n])
+	msg := sprintf("blocked %s: this session's tree already has %v agents, the limit is %v", [tool_call.tool_name, used, n])
 }

@@ -12,6 +12,7 @@ cfg := {
 		"max_cost_usd": 2,
 		"prices": {"gpt-x": {"input": 10, "output": 30}, "*": {"input": 1, "output": 1}},
 		"max_seconds": 3600,
+		"max_calls_per_minute": 3,
 		"max_depth": 2,
 		"max_children": 3,
 		"spawn_tools": ["spawn_agent"],
@@ -183,4 +184,18 @@ test_allows_tool_calls_within_the_tree_budget if {
 	sess := object.union(session({}, {}), {"tree": {"sessions": 4, "counters": {"tool_calls_total": 150, "input_tokens": 1000}}})
 	decide(act("search", {}, sess)).allow
 	decide(act("spawn_agent", {"task": "x"}, sess)).allow
+}
+
+test_blocks_calls_beyond_the_rate if {
+	now := time.now_ns() / 1000000000
+	d := decide(request(session({}, {"recent_call_times": [now - 50, now - 20, now - 5]})))
+	rules(d) == {"budget.rate"}
+	count(d.labels.recent_call_times) == 3
+}
+
+test_allows_calls_once_the_minute_has_passed if {
+	now := time.now_ns() / 1000000000
+	d := decide(request(session({}, {"recent_call_times": [now - 300, now - 200, now - 5]})))
+	d.allow
+	count(d.labels.recent_call_times) == 2
 }

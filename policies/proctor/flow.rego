@@ -138,7 +138,7 @@ flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if
 	count(cs) > 0
 	not_grounded(cs)
 	not vouched
-	msg := sprintf("blocked %s to %s: the session read untrusted content from %s at step %d, and that destination does not appear in the user's instructions or in trusted data", [tool_call.tool_name, s, source.tool, source.seq])
+	msg := sprintf("blocked %s to %s: the session read untrusted content from %s at step %v, and that destination does not appear in the user's instructions or in trusted data", [tool_call.tool_name, s, source.tool, source.seq])
 }
 
 # None of the values is trusted and none is reported by the rule above.
@@ -214,7 +214,7 @@ pushed_source(sentence) := untrusted_source_at(srcs[0]) if {
 
 # Capitalised words inside a sentence (not the first word of it).
 inline_name_tokens(sentence) := sort({lower(t) |
-	some m in regex.find_all_string_submatch_n(`[a-z,;:] ([A-Z][A-Za-z0-9_'-]*[A-Za-z0-9_](?: [A-Z][A-Za-z0-9_'-]*[A-Za-z0-9_])*)`, sentence, -1)
+	some m in regex.find_all_string_submatch_n(`[a-z,;:] ([A-Z][a-z'-]*[a-z](?: [A-Z][a-z'-]*[a-z])*)`, sentence, -1)
 	some t in split(m[1], " ")
 })
 

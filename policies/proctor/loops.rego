@@ -5,7 +5,7 @@
 #                     rounds in a row
 #
 # Incremental: the last `window` tool calls are kept in the label recent_calls
-# as short keys (the tool's name and its arguments as canonical JSON; long
+# as short keys (the tool's name and its arguments, keys sorted; long
 # arguments keep their start, end and length); a new user turn clears it, since
 # the user asked for something new.
 #
@@ -19,13 +19,15 @@ loops_cfg := module_settings("loops")
 
 recent_calls := label_list("recent_calls")
 
+# (sprintf %v, not json.marshal: OPA's JSON escapes <, > and & and regorus's
+# does not, and the label must be the same on both engines.)
 call_key(name, args) := sprintf("%s %s", [name, j]) if {
-	j := json.marshal(args)
+	j := sprintf("%v", [args])
 	count(j) <= 240
 }
 
 call_key(name, args) := sprintf("%s %s...%d...%s", [name, substring(j, 0, 160), count(j), substring(j, count(j) - 60, -1)]) if {
-	j := json.marshal(args)
+	j := sprintf("%v", [args])
 	count(j) > 240
 }
 
@@ -50,7 +52,7 @@ deny contains {"rule": "loop.repeat", "message": msg} if {
 	n > 0
 	before := count([k | some k in recent_calls; k == pending_key])
 	before + 1 >= n
-	msg := sprintf("blocked %s: the agent made this exact call (same arguments) %d times among its last %d tool calls without getting anywhere; try something different or ask the user", [tool_call.tool_name, before + 1, count(recent_calls) + 1])
+	msg := sprintf("blocked %s: the agent made this exact call (same arguments) %v times among its last %v tool calls without getting anywhere; try something different or ask the user", [tool_call.tool_name, before + 1, count(recent_calls) + 1])
 }
 
 deny contains {"rule": "loop.alternation", "message": msg} if {
@@ -65,7 +67,7 @@ deny contains {"rule": "loop.alternation", "message": msg} if {
 	every i, k in tail {
 		alternates(i, tail_len, k, other)
 	}
-	msg := sprintf("blocked %s: the agent has been alternating between the same two calls for %d rounds without progress; try something different or ask the user", [tool_call.tool_name, cycles])
+	msg := sprintf("blocked %s: the agent has been alternating between the same two calls for %v rounds without progress; try something different or ask the user", [tool_call.tool_name, cycles])
 }
 
 # Counting back from the pending call: odd distances are the other call, even ones this one.

@@ -7,8 +7,9 @@
 #
 # Incremental and bounded: at the request stage the new events are scanned once
 # and each secret found is remembered in the label secrets_seen as a
-# fingerprint (its length and three weighted sums of its bytes), never as
-# text, with where it was seen; at most secrets.max_seen of them (the first).
+# fingerprint (its length and three weighted sums of its bytes) and a shape
+# (letters and digits as "a" and "9"), never as text, with where it was seen;
+# at most secrets.max_seen of them (the first).
 # A detector's value is its regex's first capture group (or the whole match);
 # "require" is a regex the value must also match.
 #
@@ -53,6 +54,9 @@ hex_digits := {
 	"8": 8, "9": 9, "a": 10, "b": 11, "c": 12, "d": 13, "e": 14, "f": 15,
 }
 
+# Its shape ("1a7b3d" -> "9a9a9a"): a cheap first test before the fingerprint.
+secret_shape(s) := regex.replace(regex.replace(s, `[0-9]`, "9"), `[A-Za-z]`, "a")
+
 # A fingerprint to recognise a secret again without keeping it.
 secret_fingerprint(s) := sprintf("%d:%d:%d:%d", [count(s), a, b, c]) if {
 	nibbles := [hex_digits[ch] | some ch in split(hex.encode(s), "")]
@@ -65,7 +69,7 @@ seen_secrets := label_list("secrets_seen")
 
 seen_fingerprints := {s.fp: s | some s in seen_secrets; is_object(s)}
 
-new_secrets := [{"fp": secret_fingerprint(x.value), "len": count(x.value), "kind": x.kind, "tool": t.tool, "seq": t.seq} |
+new_secrets := [{"fp": secret_fingerprint(x.value), "shape": secret_shape(x.value), "kind": x.kind, "tool": t.tool, "seq": t.seq} |
 	some t in new_texts
 	t.kind in {"user", "system", "tool_result"}
 	some x in secrets_in(t.text)
@@ -104,18 +108,18 @@ secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if 
 	sink_spec
 	count(seen_secrets) > 0
 	external_sink
-	lengths := {s.len | some s in seen_secrets; is_object(s)}
+	shapes := {s.shape | some s in seen_secrets; is_object(s)}
 	some s in all_arg_strings(tool_call.arguments)
 	some token in regex.find_n(`[A-Za-z0-9_+/=!@#$%^&*.-]{6,}`, s, -1)
 	some t in {token, trim_right(token, ".")}
-	lengths[count(t)]
+	shapes[secret_shape(t)]
 	seen := seen_fingerprints[secret_fingerprint(t)]
 	msg := sprintf("blocked %s: its arguments carry the %s the session saw %s", [tool_call.tool_name, seen.kind, seen_where(seen)])
 }
 
-seen_where(seen) := sprintf("in the result of %s at step %d", [seen.tool, seen.seq]) if is_string(seen.tool)
+seen_where(seen) := sprintf("in the result of %s at step %v", [seen.tool, seen.seq]) if is_string(seen.tool)
 
-seen_where(seen) := sprintf("at step %d", [seen.seq]) if not is_string(seen.tool)
+seen_where(seen) := sprintf("at step %v", [seen.seq]) if not is_string(seen.tool)
 
 deny contains f if {
 	object.get(secrets_cfg, "action", "deny") == "deny"

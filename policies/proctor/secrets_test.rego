@@ -31,7 +31,7 @@ decide_with(inp, extra) := d if {
 key := "sk-proj-Abcdefghijklmnopqrstuvwx0123"
 
 # What the session saw at step 7: "Secret key is 1a7b3d."
-seen := {"secrets_seen": [{"fp": data.proctor.secret_fingerprint("1a7b3d"), "len": 6, "kind": "labelled secret", "tool": "read_channel", "seq": 7}]}
+seen := {"secrets_seen": [{"fp": data.proctor.secret_fingerprint("1a7b3d"), "shape": "9a9a9a", "kind": "labelled secret", "tool": "read_channel", "seq": 7}]}
 
 test_labels_a_secret_by_fingerprint_only if {
 	d := decide(read("- body: Secret key is 1a7b3d.\n  sender: Charlie"))

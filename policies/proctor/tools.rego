@@ -131,7 +131,7 @@ event_class(ev) := "instruction" if {
 	ev.kind == "tool_result"
 } else := "other"
 
-# "a web page the agent read with get_webpage at step 4"
-source_phrase(src) := sprintf("%s the agent read with %s at step %d", [src.what, src.tool, src.seq]) if src.what != src.tool
+# "a web page the agent read with fetch_url at step 4"
+source_phrase(src) := sprintf("%s the agent read with %s at step %v", [src.what, src.tool, src.seq]) if src.what != src.tool
 
-source_phrase(src) := sprintf("the result of %s at step %d", [src.tool, src.seq]) if src.what == src.tool
+source_phrase(src) := sprintf("the result of %s at step %v", [src.tool, src.seq]) if src.what == src.tool

@@ -114,9 +114,11 @@ month_day_key(month, day) := sprintf("%02d-%02d", [month_numbers[lower(substring
 	n <= 31
 }
 
-# Capitalised words, lower-cased: "Riverside View Hotel" -> riverside, view, hotel.
+# Capitalised words (an upper-case letter, then lower-case ones), lower-cased:
+# "Riverside View Hotel" -> riverside, view, hotel. Acronyms and tokens with
+# digits (keys, ids) are not names.
 name_tokens(text) := {lower(m[1]) |
-	some m in regex.find_all_string_submatch_n(`(?:^|[^A-Za-z0-9_])([A-Z][A-Za-z0-9_'-]*[A-Za-z0-9_])`, text, -1)
+	some m in regex.find_all_string_submatch_n(`(?:^|[^A-Za-z0-9_])([A-Z][a-z'-]*[a-z])`, text, -1)
 }
 
 # Every word of two characters or more, lower-cased.

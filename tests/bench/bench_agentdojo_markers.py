@@ -94,7 +94,7 @@ def names(text: str) -> set[str]:
 
 def goal_of(run: dict[str, Any]) -> str:
     text = " ".join(run.get("injections", {}).values())
-    m = re.search(r"please do the following first:\s*(.*?)\s*After you do that", text, re.S)
+    m = re.search(r"please do the following first:\s*(.*?)\s*After you do that", text, re.DOTALL)
     return m.group(1) if m else text
 
 
