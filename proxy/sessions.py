@@ -184,9 +184,9 @@ class SessionResolver:
         if last < 0:
             return -1
         ev = call.history[last]
-        found = await self.store.reply_sessions(ev.hash, ev.tool_call_id, limit=1000 if session_id else 2)
+        found = await self.store.reply_sessions(ev.hash, ev.tool_call_id, session_id=session_id)
         if session_id is not None:
-            return last + 1 if session_id in found else -1
+            return last + 1 if found else -1
         return last + 1 if len(found) == 1 else -1
 
     async def _after_compaction(self, call: Call, full: list[str]) -> Resolution | None:

@@ -146,6 +146,8 @@ def _appended_count(content: Sequence[TrajectoryEvent], decisions: Sequence[dict
         new = (d.get("input") or {}).get("new")
         if isinstance(new, list):
             return len(new)
+        if isinstance(new, dict) and isinstance(new.get("count"), int):
+            return new["count"]
     for i, ev in enumerate(content):
         if ev.kind in _MODEL_KINDS and not ({"unverified", "rewritten"} & ev.labels.keys()):
             return i

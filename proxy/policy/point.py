@@ -204,7 +204,11 @@ class PolicyPoint:
         eval_ms = (time.perf_counter() - t0) * 1000
         view.labels.update(decision.labels)
         base = view.base_seq
+        # The decision log keeps events by reference (seq ranges), not copies.
         del doc["trajectory"]
+        news = doc["new"]
+        doc["new"] = {"count": len(news), "from_seq": news[0]["seq"] if news else None,
+                      "to_seq": news[-1]["seq"] + 1 if news else None}
         return DecisionRecord(
             decision_id=str(uuid.uuid4()), session_id=session_id, call_id=call_id, stage=stage, path=self.query,
             input=doc, trajectory_range=(base - len(view.window), base + len(current)), result=result,

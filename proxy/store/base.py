@@ -100,9 +100,12 @@ class SessionStore(Protocol):
         issued one of ``tool_call_ids`` wins, else the oldest still waiting there,
         else the latest."""
 
-    async def reply_sessions(self, hash: str, tool_call_id: str | None = None, limit: int = 2) -> list[str]:
+    async def reply_sessions(
+        self, hash: str, tool_call_id: str | None = None, limit: int = 2, session_id: str | None = None
+    ) -> list[str]:
         """Sessions (at most ``limit``) that Proctor returned this reply event to: by
-        the tool-call id it issued when there is one, else by content hash, latest first."""
+        the tool-call id it issued when there is one, else by content hash, latest
+        first. With ``session_id``: that session if it got it, else none."""
 
     async def known_hashes(self, session_id: str, hashes: Sequence[str]) -> set[str]:
         """Which of ``hashes`` the session's trajectory already holds."""

@@ -267,15 +267,27 @@ class SqliteStore:
     async def find_continuation(self, chain: Sequence[str], tool_call_ids: Sequence[str] = ()) -> HistoryMatch:
         return self._now(lambda conn: _find_continuation(conn, chain, tool_call_ids))
 
-    async def reply_sessions(self, hash: str, tool_call_id: str | None = None, limit: int = 2) -> list[str]:
+    async def reply_sessions(
+        self, hash: str, tool_call_id: str | None = None, limit: int = 2, session_id: str | None = None
+    ) -> list[str]:
         def read(conn: sqlite3.Connection) -> list[str]:
-            if tool_call_id:
+            if tool_call_id and session_id is not None:  # one indexed lookup, however common the id
+                row = conn.execute(
+                    "SELECT 1 FROM events WHERE session_id = ? AND tool_call_id = ? AND kind = 'tool_call' LIMIT 1",
+                    (session_id, tool_call_id),
+                ).fetchone()
+                if row:
+                    return [session_id]
+            elif tool_call_id:
                 rows = conn.execute(
                     "SELECT DISTINCT session_id FROM events WHERE tool_call_id = ? AND kind = 'tool_call' LIMIT ?",
                     (tool_call_id, limit),
                 ).fetchall()
                 if rows:
                     return [r[0] for r in rows]
+            if session_id is not None:
+                row = conn.execute("SELECT 1 FROM replies WHERE session_id = ? AND hash = ?", (session_id, hash)).fetchone()
+                return [session_id] if row else []
             rows = conn.execute(
                 "SELECT session_id FROM replies WHERE hash = ? ORDER BY time DESC LIMIT ?", (hash, limit)
             ).fetchall()
