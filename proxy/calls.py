@@ -119,6 +119,11 @@ class ModelCall:
         self.enf: Enforcement | None = None
         self.outcome = Outcome()
         self.held_tail = b""  # a stream's terminal event, written after the call is recorded
+        # What the client was sent, when a verdict changed the reply: the client re-sends
+        # this (not the model's original) in its next call, so the history tree follows it.
+        self.visible: Reply | None = None
+        self.sent: list[bytes] = []  # a stream's bytes as written, decoded only if rewritten
+        self.rewritten = False
 
     @property
     def session_id(self) -> str:
@@ -194,7 +199,9 @@ class ModelCall:
         if text is None and all(e.verdict == "allow" for e in edits):
             return body
         assert isinstance(doc, dict)
-        return orjson.dumps(self.enforcer.rewrite_response(doc, edits, text))
+        rewritten = self.enforcer.rewrite_response(doc, edits, text)
+        self.visible = self.adapter.decode_response(rewritten)
+        return orjson.dumps(rewritten)
 
     async def _stream(self, up: aiohttp.ClientResponse) -> web.StreamResponse:
         """Text flows as it arrives; each tool call is held by the enforcer's stream
@@ -216,6 +223,11 @@ class ModelCall:
             fault = UpstreamUnavailable(f"the upstream stream broke after it started: {e!r}", code="upstream_stream_cut")
         gate.close()
         reply = self.outcome.reply = decoder.reply()
+        if self.rewritten:
+            seen = self.adapter.stream_decoder()
+            for chunk in [*self.sent, self.held_tail]:
+                seen.feed(chunk)
+            self.visible = seen.reply()
         unjudged = sum(ev.kind is EventKind.TOOL_CALL for ev in reply.events) > len(judged)
         if fault is None and unjudged:  # ended inside a tool call: never release what was not judged
             fault = UpstreamUnavailable("the upstream stream ended inside a tool call", code="upstream_stream_cut")
@@ -245,7 +257,9 @@ class ModelCall:
         assert self.enf is not None
         while (item := gate.next()) is not None:
             if isinstance(item, TrajectoryEvent):
-                gate.decide(await self.enf.check_action(item, len(judged), list(judged)))
+                edit = await self.enf.check_action(item, len(judged), list(judged))
+                self.rewritten = self.rewritten or edit.verdict != "allow"
+                gate.decide(edit)
                 judged.append(item)
                 continue
             if self.held_tail:
@@ -254,6 +268,7 @@ class ModelCall:
             item, self.held_tail = split_terminator(self.adapter.api, item)
             try:
                 if item:
+                    self.sent.append(item)
                     await resp.write(item)
             except ConnectionResetError:  # aiohttp's ClientConnectionResetError is also a ClientError
                 self.outcome.error = "the client disconnected before the stream ended"
@@ -292,10 +307,12 @@ class ModelCall:
         decision_events = enf.decision_events() if enf is not None else []
         events = [*res.append, *reply_events, *decision_events, *outcome.extra_events]
         nodes = list(res.nodes)
-        reply_nodes = history.chain(reply_events, start=res.tail) if reply_events else []
+        visible = list(self.visible.events) if self.visible is not None else reply_events
+        reply_nodes = history.chain(visible, start=res.tail) if visible else []
         parent = res.tail
         for i, node in enumerate(reply_nodes):
-            nodes.append((node, parent, len(res.append) + i))
+            # nodes of a rewritten reply stand for what the client saw, not for stored events
+            nodes.append((node, parent, len(res.append) + i if self.visible is None else -1))
             parent = node
         usage = outcome.reply.usage
         record = CallRecord(
@@ -309,7 +326,8 @@ class ModelCall:
             NewCall(
                 call=record, events=events, nodes=nodes, response_id=outcome.reply.response_id,
                 response_node=reply_nodes[-1] if reply_nodes else None, parent_session_id=res.parent_session_id,
-                reply_hashes=[ev.hash for ev in reply_events], spawn_hashes=spawn_hashes(reply_events),
+                reply_hashes=list(dict.fromkeys(ev.hash for ev in (*reply_events, *visible))),
+                spawn_hashes=spawn_hashes(reply_events),
                 labels=enf.labels if enf is not None else {}, terminate=enf.terminate if enf is not None else False,
                 decisions=enf.records if enf is not None else (),
             )

@@ -389,3 +389,22 @@ def test_stream_that_ends_inside_a_tool_call_never_releases_it(make_proxy: Any, 
                     assert "send_email" not in str(event)
     finally:
         loop_thread.run(runner.cleanup())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_call_after_a_rewritten_reply_continues_the_session_cleanly(make_proxy: Any, upstream: Any, stream: bool) -> None:
+    """The client re-sends the reply as Proctor rewrote it (refusal text instead of
+    the denied call): the next call still joins the session by history, nothing is
+    appended twice and nothing is labelled unverified."""
+    upstream.answer(injected_agent)
+    proxy = make_proxy()
+    _, _, messages = run_agent(proxy, stream)  # two calls; the second reply had send_email denied
+    with client(proxy) as c:
+        raw = c.chat.completions.with_raw_response.create(model="m", messages=messages, tools=TOOLS)
+    sid = raw.headers["x-proctor-session"]
+    calls = proxy.call_store(lambda s: s.get_calls(sid))
+    assert [c.resolved_by for c in calls] == ["new", "history", "history"]
+    events = proxy.call_store(lambda s: s.get_events(sid))
+    assert not any("unverified" in e.labels or "rewritten" in e.labels for e in events)
+    results = [e for e in events if e.kind.value == "tool_result"]
+    assert len(results) == len({e.tool_call_id for e in results})  # no result recorded twice
