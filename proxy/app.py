@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from typing import AsyncIterator
 
-import orjson
 from aiohttp import web
 
 from adapters.registry import ADAPTERS, ENFORCERS

@@ -34,6 +34,7 @@ import orjson
 from adapters.base import BadRequest
 from adapters.model import Call, EventKind, ToolSpec, TrajectoryEvent
 from adapters.openai_chat import ChatAdapter
+from proxy.counters import count_call
 from proxy.approvals import Approval, Approvals
 from proxy.audit.export import SessionDump, load_session
 from proxy.enforcement import TERMINATED, Enforcement
@@ -341,22 +342,11 @@ class Replayer:
 
 
 def count(counters: dict[str, Any], c: ReplayCall, placed: Sequence[TrajectoryEvent], records: Sequence[Any]) -> dict[str, Any]:
-    """The session counters the store keeps (``SqliteStore`` ``_count``), after one call."""
-    counters = copy.deepcopy(counters)
-    counters["calls"] = counters.get("calls", 0) + 1
-    counters["events"] = counters.get("events", 0) + len(placed)
-    counters["input_tokens"] = counters.get("input_tokens", 0) + (c.input_tokens or 0)
-    counters["output_tokens"] = counters.get("output_tokens", 0) + (c.output_tokens or 0)
-    per_tool: dict[str, int] = counters.setdefault("tool_calls", {})
-    for ev in placed:
-        if ev.kind is EventKind.TOOL_CALL and ev.tool_name:
-            per_tool[ev.tool_name] = per_tool.get(ev.tool_name, 0) + 1
-    counters["tool_calls_total"] = sum(per_tool.values())
-    outcomes: dict[str, int] = counters.setdefault("decisions", {})
-    for r in records:
-        if r.decision.outcome != "allow":
-            outcomes[r.decision.outcome] = outcomes.get(r.decision.outcome, 0) + 1
-    return counters
+    """The session counters the store keeps, after one call (a copy; the input is left as it was)."""
+    return count_call(
+        copy.deepcopy(counters), input_tokens=c.input_tokens, output_tokens=c.output_tokens, events=placed,
+        outcomes=[r.decision.outcome for r in records],
+    )
 
 
 @dataclass

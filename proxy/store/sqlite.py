@@ -27,6 +27,7 @@ import sqlite_utils
 
 from adapters.model import EventKind, TrajectoryEvent
 from proxy.audit.queries import AUDIT_INDEXES
+from proxy.counters import count_call
 from proxy.store.base import SCHEMA_VERSION, CallRecord, HistoryMatch, NewCall, SessionRecord
 
 T = TypeVar("T")
@@ -531,22 +532,10 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
 
 
 def _count(counters: dict[str, Any], call: CallRecord, placed: list[TrajectoryEvent], new: NewCall) -> dict[str, Any]:
-    """Session counters policies read instead of scanning the trajectory."""
-    counters["calls"] = counters.get("calls", 0) + 1
-    counters["events"] = counters.get("events", 0) + len(placed)
-    counters["input_tokens"] = counters.get("input_tokens", 0) + (call.input_tokens or 0)
-    counters["output_tokens"] = counters.get("output_tokens", 0) + (call.output_tokens or 0)
-    per_tool: dict[str, int] = counters.setdefault("tool_calls", {})
-    for ev in placed:
-        if ev.kind is EventKind.TOOL_CALL and ev.tool_name:
-            per_tool[ev.tool_name] = per_tool.get(ev.tool_name, 0) + 1
-    counters["tool_calls_total"] = sum(per_tool.values())
-    outcomes: dict[str, int] = counters.setdefault("decisions", {})
-    for d in new.decisions:
-        outcome = d.decision.outcome
-        if outcome != "allow":
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    return counters
+    return count_call(
+        counters, input_tokens=call.input_tokens, output_tokens=call.output_tokens, events=placed,
+        outcomes=[d.decision.outcome for d in new.decisions],
+    )
 
 
 def _match_history(conn: sqlite3.Connection, chain: Sequence[str], session_id: str | None) -> HistoryMatch:

@@ -4,7 +4,6 @@ then tries to email an outside address."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import threading
