@@ -1,0 +1,98 @@
+"""The SQLite store's schema and its migrations: each version is a function, run
+in order inside a transaction, and ``meta.schema_version`` records the last."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+import sqlite_utils
+
+from proxy.audit.queries import AUDIT_INDEXES
+from proxy.store.base import SCHEMA_VERSION
+
+_MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {}
+
+
+def _migration(version: int) -> Callable[[Callable[[sqlite_utils.Database], None]], Callable[[sqlite_utils.Database], None]]:
+    def register(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+        _MIGRATIONS[version] = fn
+        return fn
+
+    return register
+
+
+@_migration(1)
+def _schema_v1(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(
+        {
+            "id": str, "parent_id": str, "root_id": str, "depth": int, "started": float,
+            "last_call": float, "calls": int, "events": int, "next_seq": int,
+            "status": str, "labels": str, "counters": str, "head": str,
+        },
+        pk="id",
+    )
+    db["calls"].create(
+        {
+            "id": str, "session_id": str, "api": str, "path": str, "model": str, "stream": int,
+            "started": float, "latency_ms": float, "status": int, "resolved_by": str,
+            "error": str, "input_tokens": int, "output_tokens": int, "response_id": str,
+        },
+        pk="id",
+    )
+    db["events"].create(
+        {
+            "session_id": str, "seq": int, "call_id": str, "kind": str, "role": str, "text": str,
+            "tool_name": str, "arguments": str, "tool_call_id": str, "labels": str,
+            "hash": str, "time": float,
+        },
+        pk=("session_id", "seq"),
+    )
+    # The history tree: node = hash(parent node, event hash). A session owns the
+    # nodes its calls walked through; identical prefixes in two sessions are two rows.
+    db["nodes"].create(
+        {"session_id": str, "id": str, "parent": str, "seq": int, "reply_end": int, "time": float},
+        pk=("session_id", "id"),
+    )
+    db["responses"].create({"id": str, "session_id": str, "node": str}, pk="id")
+    # Hashes of events Proctor returned (replies): the anchors that find a session
+    # again after its agent compacted the history.
+    db["replies"].create({"session_id": str, "hash": str, "time": float}, pk=("session_id", "hash"))
+    # Normalised string arguments of tool calls: a new session whose first task equals
+    # one of them was spawned by that call's session.
+    db["spawns"].create({"hash": str, "session_id": str, "time": float}, pk=("hash", "session_id"))
+    db["replies"].create_index(["hash", "time"])
+    db["spawns"].create_index(["hash", "time"])
+    # Decision-log records shaped like OPA's; the input's trajectory is a seq range.
+    db["decisions"].create(
+        {
+            "id": str, "session_id": str, "call_id": str, "stage": str, "event_seq": int, "path": str,
+            "input": str, "traj_from": int, "traj_to": int, "result": str, "decision": str, "outcome": str,
+            "rules": str, "revision": str, "engine": str, "eval_ms": float, "time": float, "error": str,
+        },
+        pk="id",
+    )
+    db["decisions"].create_index(["session_id", "time"])
+    db["decisions"].create_index(["outcome", "time"])
+    db["sessions"].create_index(["last_call"])
+    db["sessions"].create_index(["parent_id"])
+    db["calls"].create_index(["session_id", "started"])
+    db["events"].create_index(["session_id", "tool_call_id"])
+    db["events"].create_index(["tool_call_id"])
+    db["events"].create_index(["session_id", "hash"])
+    db["nodes"].create_index(["id", "time"])
+    for ddl in AUDIT_INDEXES:  # the audit views' indexes (proxy/audit/queries.py)
+        db.execute(ddl)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    db = sqlite_utils.Database(conn)
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    current = int(row[0]) if row else 0
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(f"the store was written by a newer Proctor (schema {current}); upgrade Proctor")
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        with conn:
+            _MIGRATIONS[version](db)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
