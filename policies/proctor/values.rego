@@ -51,14 +51,20 @@ max_sources := object.get(flow_cfg, "max_sources", 100)
 # ---- extraction ------------------------------------------------------------
 
 candidates(text) := {c |
-	some kind, spec in value_kinds
-	contains(text, object.get(spec, "hint", ""))
-	some m in regex.find_all_string_submatch_n(spec.regex, text, -1)
+	some k in value_kind_specs
+	contains(text, k.hint)
+	some m in regex.find_all_string_submatch_n(k.regex, text, -1)
 	count(m) > 1
-	v := normalize_value(object.get(spec, "normalize", "lower"), m[1])
+	v := normalize_value(k.normalize, m[1])
 	v != ""
-	c := {"kind": kind, "value": v}
+	c := {"kind": k.kind, "value": v}
 }
+
+# The value kinds with their defaults filled in, once per decision (not for
+# every text candidates() reads).
+value_kind_specs := [{"kind": kind, "regex": spec.regex, "hint": object.get(spec, "hint", ""), "normalize": object.get(spec, "normalize", "lower")} |
+	some kind, spec in value_kinds
+]
 
 # Candidates plus dates: what a text contributes to the value labels.
 text_values(text) := candidates(text) | {{"kind": "date", "value": d} | some d in date_keys(text)} if dates_on
