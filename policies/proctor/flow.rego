@@ -72,7 +72,8 @@ names_tainted if count(untrusted_names) > 0
 sink_args(role) := {[name, s] |
 	is_object(tool_call.arguments)
 	some name in object.get(sink_spec, role, [])
-	some s in strings_in(object.get(tool_call.arguments, name, null))
+	v := tool_call.arguments[name] # an argument the call leaves out has no strings
+	some s in strings_in(v)
 }
 
 # [argument, string value] pairs of the pending sink call, by role.
@@ -116,7 +117,7 @@ internal_value(c) if {
 # A destination string is internal when it has values and all of them are internal,
 # or when it is exactly an internal domain.
 internal_destination(s) if {
-	cs := candidates(s)
+	cs := destination_candidates(s)
 	count(cs) > 0
 	every c in cs {
 		internal_value(c)
@@ -125,11 +126,22 @@ internal_destination(s) if {
 
 internal_destination(s) if lower(s) in internal_domains
 
+# The candidate values of each destination string of the pending call,
+# extracted once (three rules below read them).
+destination_values[s] := candidates(s) if {
+	some pair in sink_destinations
+	s := pair[1]
+}
+
+destination_candidates(s) := destination_values[s]
+
+destination_candidates(s) := candidates(s) if not destination_values[s]
+
 flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if {
 	values_tainted
 	some pair in sink_destinations
 	s := pair[1]
-	some c in candidates(s)
+	some c in destination_values[s]
 	not internal_value(c)
 	src := untrusted_only(c.value)
 	not vouched
@@ -145,7 +157,7 @@ flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if
 	some pair in sink_destinations
 	s := pair[1]
 	not internal_destination(s)
-	cs := {c.value | some c in candidates(s)}
+	cs := {c.value | some c in destination_values[s]}
 	count(cs) > 0
 	not_grounded(cs)
 	not vouched

@@ -25,19 +25,20 @@ secrets_cfg := module_settings("secrets")
 secret_detectors := object.get(secrets_cfg, "detectors", [])
 
 # [{"kind", "value"}] found in a text.
-secrets_in(text) := {{"kind": x.d.name, "value": v} |
+secrets_in(text) := {{"kind": d.name, "value": v} |
 	lowered := lower(text)
-	some x in secret_detector_hints
-	count([1 | some h in x.hints; contains(lowered, h)]) > 0
-	some m in regex.find_all_string_submatch_n(x.d.regex, text, -1)
+	hits := {i | some p in secret_hint_pairs; contains(lowered, p[1]); i := p[0]}
+	some i in hits
+	d := secret_detectors[i]
+	some m in regex.find_all_string_submatch_n(d.regex, text, -1)
 	v := secret_value(m)
-	regex.match(object.get(x.d, "require", "."), v)
+	regex.match(object.get(d, "require", "."), v)
 }
 
 # A detector's "hint" (lower-case substrings) must be in the text before its
 # regex runs; a detector without one runs on every text (the hint "" is in
 # any text). Worked out once per decision, not for every text and detector.
-secret_detector_hints := [{"d": d, "hints": detector_hints(d)} | some d in secret_detectors]
+secret_hint_pairs := [[i, h] | some i, d in secret_detectors; some h in detector_hints(d)]
 
 detector_hints(d) := [""] if not d.hint
 
