@@ -67,9 +67,9 @@ value_kind_specs := [{"kind": kind, "regex": spec.regex, "hint": object.get(spec
 ]
 
 # Candidates plus dates: what a text contributes to the value labels.
-text_values(text) := candidates(text) | {{"kind": "date", "value": d} | some d in date_keys(text)} if dates_on
-
-text_values(text) := candidates(text) if not dates_on
+text_values(text) := candidates(text) | {{"kind": "date", "value": d} | some d in date_keys(text)} if {
+	dates_on
+} else := candidates(text)
 
 trim_value(v) := trim(v, " \t\r\n.,;:!?)]}>'\"`")
 
@@ -97,8 +97,6 @@ month_day_pattern := concat("", [`(?i)(?:^|[^a-z])`, month_pattern, `[.]? ([0-9]
 day_month_pattern := concat("", [`(?i)(?:^|[^0-9])([0-9]{1,2})(?:st|nd|rd|th)? (?:of )?`, month_pattern, `(?:[^a-z]|$)`])
 
 # Dates as "MM-DD": 2024-05-01, May 1st(, 2024), 1st of May, 1 May.
-date_keys(text) := set() if not regex.match(`[0-9]`, text)
-
 date_keys(text) := iso | month_day | day_month if {
 	regex.match(`[0-9]`, text)
 	iso := {sprintf("%s-%s", [m[2], m[3]]) |
@@ -112,7 +110,7 @@ date_keys(text) := iso | month_day | day_month if {
 		some m in regex.find_all_string_submatch_n(day_month_pattern, text, -1)
 		d := month_day_key(m[2], m[1])
 	}
-}
+} else := set() # no digit, no date
 
 month_day_key(month, day) := sprintf("%02d-%02d", [month_numbers[lower(substring(month, 0, 3))], n]) if {
 	n := to_number(day)
@@ -135,16 +133,12 @@ words(text) := {w | some w in regex.find_n(`[a-z0-9][a-z0-9_'-]*[a-z0-9_]`, lowe
 label_list(key) := v if {
 	v := input.session.labels[key]
 	is_array(v)
-}
-
-label_list(key) := [] if not is_array(object.get(input.session.labels, key, null))
+} else := []
 
 label_object(key) := v if {
 	v := input.session.labels[key]
 	is_object(v)
-}
-
-label_object(key) := {} if not is_object(object.get(input.session.labels, key, null))
+} else := {}
 
 untrusted_sources := label_list("untrusted_sources")
 
