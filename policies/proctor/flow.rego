@@ -96,19 +96,24 @@ vouched if {
 	}
 }
 
+# (Each definition tests internal_domains first: with none configured, the
+# usual case, nothing is internal and nothing more is evaluated.)
 internal_value(c) if {
+	count(internal_domains) > 0
 	c.kind == "email"
 	some d in internal_domains
 	endswith(c.value, concat("", ["@", d]))
 }
 
 internal_value(c) if {
+	count(internal_domains) > 0
 	c.kind == "url"
 	some d in internal_domains
 	c.value == d
 }
 
 internal_value(c) if {
+	count(internal_domains) > 0
 	c.kind == "url"
 	some d in internal_domains
 	endswith(c.value, concat("", [".", d]))
@@ -117,6 +122,7 @@ internal_value(c) if {
 # A destination string is internal when it has values and all of them are internal,
 # or when it is exactly an internal domain.
 internal_destination(s) if {
+	count(internal_domains) > 0
 	cs := destination_candidates(s)
 	count(cs) > 0
 	every c in cs {
@@ -124,7 +130,10 @@ internal_destination(s) if {
 	}
 }
 
-internal_destination(s) if lower(s) in internal_domains
+internal_destination(s) if {
+	count(internal_domains) > 0
+	lower(s) in internal_domains
+}
 
 # The candidate values of each destination string of the pending call,
 # extracted once (three rules below read them).

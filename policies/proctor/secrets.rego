@@ -37,9 +37,14 @@ secrets_in(text) := {{"kind": d.name, "value": v} |
 
 # A detector's "hint" (lower-case substrings) must be in the text before its
 # regex runs; a detector without one runs on every text (the hint "" is in
-# any text). Worked out once per decision, not for every text and detector.
-secret_hint_pairs := [[i, h] | some i, d in secret_detectors; some h in detector_hints(d)]
+# any text). [detector index, hint] pairs, worked out once per decision and
+# checked against a text in one pass, not detector by detector.
+secret_hint_pairs := array.concat(
+	[[i, h] | some i, d in secret_detectors; d.hint; some h in d.hint],
+	[[i, ""] | some i, d in secret_detectors; not d.hint],
+)
 
+# The hints of one detector (secret_hint_pairs inlines this).
 detector_hints(d) := [""] if not d.hint
 
 detector_hints(d) := d.hint if d.hint
