@@ -47,25 +47,39 @@ read_path := file_path("read_tools")
 
 write_path := file_path("write_tools")
 
+# The coding rules below add to coding_denials, which joins deny only for a
+# call of a shell, read or write tool: other calls, and the request stage,
+# skip the seven rules.
+deny contains f if {
+	coding_call
+	some f in coding_denials
+}
+
+coding_call if shell_command
+
+coding_call if read_path
+
+coding_call if write_path
+
 short(cmd) := cmd if count(cmd) <= 120
 
 short(cmd) := concat("", [substring(cmd, 0, 117), "..."]) if count(cmd) > 120
 
-deny contains {"rule": "coding.dangerous_command", "message": msg} if {
+coding_denials contains {"rule": "coding.dangerous_command", "message": msg} if {
 	cmd := shell_command
 	some d in coding_setting("dangerous_commands", [])
 	regex.match(d.regex, cmd)
 	msg := sprintf("blocked %s `%s`: %s", [tool_call.tool_name, short(shell_command), d.why])
 }
 
-deny contains {"rule": "coding.credential_access", "message": msg} if {
+coding_denials contains {"rule": "coding.credential_access", "message": msg} if {
 	cmd := shell_command
 	some pattern in coding_setting("credential_paths", [])
 	regex.match(pattern, cmd)
 	msg := sprintf("blocked %s `%s`: it touches a credential file, which an agent has no business reading", [tool_call.tool_name, short(shell_command)])
 }
 
-deny contains {"rule": "coding.credential_access", "message": msg} if {
+coding_denials contains {"rule": "coding.credential_access", "message": msg} if {
 	some path in {p | p := read_path} | {p | p := write_path}
 	some pattern in coding_setting("credential_paths", [])
 	regex.match(pattern, path)
@@ -162,7 +176,7 @@ rm_targets contains unquote(t) if {
 	not startswith(t, "-")
 }
 
-deny contains {"rule": "coding.delete_outside_workspace", "message": msg} if {
+coding_denials contains {"rule": "coding.delete_outside_workspace", "message": msg} if {
 	some t in rm_targets
 	outside(t)
 	msg := sprintf("blocked %s `%s`: it deletes %s, outside the workspace%s", [tool_call.tool_name, short(shell_command), t, workspace_note])
@@ -179,14 +193,14 @@ redirect_targets contains unquote(m[2]) if {
 	not startswith(m[2], "&")
 }
 
-deny contains {"rule": "coding.write_outside_workspace", "message": msg} if {
+coding_denials contains {"rule": "coding.write_outside_workspace", "message": msg} if {
 	some t in redirect_targets
 	workspace != ""
 	not inside_workspace(t)
 	msg := sprintf("blocked %s `%s`: it writes %s, outside the workspace %s", [tool_call.tool_name, short(shell_command), t, workspace])
 }
 
-deny contains {"rule": "coding.write_outside_workspace", "message": msg} if {
+coding_denials contains {"rule": "coding.write_outside_workspace", "message": msg} if {
 	path := write_path
 	workspace != ""
 	not inside_workspace(path)
