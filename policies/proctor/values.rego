@@ -99,14 +99,17 @@ day_month_pattern := concat("", [`(?i)(?:^|[^0-9])([0-9]{1,2})(?:st|nd|rd|th)? (
 # Dates as "MM-DD": 2024-05-01, May 1st(, 2024), 1st of May, 1 May.
 date_keys(text) := iso | month_day | day_month if {
 	regex.match(`[0-9]`, text)
+	months_named := regex.match(`(?i)(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)`, text)
 	iso := {sprintf("%s-%s", [m[2], m[3]]) |
 		some m in regex.find_all_string_submatch_n(`([0-9]{4})-([0-9]{2})-([0-9]{2})`, text, -1)
 	}
 	month_day := {d |
+		months_named # both month patterns need a month's name
 		some m in regex.find_all_string_submatch_n(month_day_pattern, text, -1)
 		d := month_day_key(m[1], m[2])
 	}
 	day_month := {d |
+		months_named
 		some m in regex.find_all_string_submatch_n(day_month_pattern, text, -1)
 		d := month_day_key(m[2], m[1])
 	}
