@@ -28,7 +28,7 @@ package proctor
 
 import rego.v1
 
-budgets_cfg := module_settings("budgets")
+budgets_cfg := object.union(object.get(defaults, "budgets", {}), object.get(settings, "budgets", {})) # module_settings("budgets"), inlined
 
 # The limits that are set: {name: n} for every positive number.
 budget_limits := object.union(
@@ -44,9 +44,11 @@ deny contains f if {
 	some f in budget_denials
 }
 
-budgets_on if count(budget_limits) > 0
+# (Some budget setting, or the legacy top-level max_tool_calls: cheaper to
+# test than budget_limits, and true whenever a limit or per_tool is set.)
+budgets_on if count(budgets_cfg) > 0
 
-budgets_on if budgets_cfg.per_tool # not a number, so not in budget_limits
+budgets_on if setting("max_tool_calls", 0) != 0
 
 counters := object.get(input.session, "counters", {})
 

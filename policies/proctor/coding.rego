@@ -19,7 +19,7 @@ package proctor
 
 import rego.v1
 
-coding_cfg := module_settings("coding")
+coding_cfg := object.union(object.get(defaults, "coding", {}), object.get(settings, "coding", {})) # module_settings("coding"), inlined
 
 coding_setting(name, fallback) := object.get(coding_cfg, name, fallback)
 
@@ -55,11 +55,13 @@ deny contains f if {
 	some f in coding_denials
 }
 
-coding_call if shell_command
-
-coding_call if read_path
-
-coding_call if write_path
+# (A call of a tool listed in shell_tools, read_tools or write_tools: every
+# coding rule needs shell_command, read_path or write_path, which need that.)
+coding_call if {
+	name := tool_call.tool_name
+	some kind in ["shell_tools", "read_tools", "write_tools"]
+	is_string(object.get(settings, ["coding", kind, name], object.get(defaults, ["coding", kind, name], null)))
+}
 
 short(cmd) := cmd if count(cmd) <= 120
 

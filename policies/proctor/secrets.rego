@@ -20,7 +20,7 @@ package proctor
 
 import rego.v1
 
-secrets_cfg := module_settings("secrets")
+secrets_cfg := object.union(object.get(defaults, "secrets", {}), object.get(settings, "secrets", {})) # module_settings("secrets"), inlined
 
 secret_detectors := object.get(secrets_cfg, "detectors", [])
 

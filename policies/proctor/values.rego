@@ -32,7 +32,7 @@ package proctor
 
 import rego.v1
 
-flow_cfg := module_settings("flow")
+flow_cfg := object.union(object.get(defaults, "flow", {}), object.get(settings, "flow", {})) # module_settings("flow"), inlined
 
 value_kinds := object.get(flow_cfg, "value_kinds", {})
 
