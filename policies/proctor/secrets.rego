@@ -108,10 +108,22 @@ labels["secrets_seen"] := array.concat(seen_secrets, array.slice(new_secret_entr
 
 # ---- the pending external sink call ------------------------------------------
 
+# The string values of the pending call's arguments, gathered once.
+pending_arg_strings := all_arg_strings(tool_call.arguments)
+
+# Some detector's hint is in one of them (tested on all of them at once: a
+# hint found in none of the strings rules every detector out for each).
+pending_args_hinted if {
+	joined := lower(concat("\n", pending_arg_strings))
+	some p in secret_hint_pairs
+	contains(joined, p[1])
+}
+
 secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if {
 	sink_spec
 	external_sink
-	some s in all_arg_strings(tool_call.arguments)
+	pending_args_hinted
+	some s in pending_arg_strings
 	some x in secrets_in(s)
 	msg := sprintf("blocked %s: its arguments carry what looks like a %s, and secrets may not leave through an external tool", [tool_call.tool_name, x.kind])
 }
@@ -121,7 +133,7 @@ secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if 
 	count(seen_secrets) > 0
 	external_sink
 	shapes := {s.shape | some s in seen_secrets; is_object(s)}
-	some s in all_arg_strings(tool_call.arguments)
+	some s in pending_arg_strings
 	some token in regex.find_n(`[A-Za-z0-9_+/=!@#$%^&*.-]{6,}`, s, -1)
 	some t in {token, trim_right(token, ".")}
 	shapes[secret_shape(t)]
