@@ -28,13 +28,27 @@ package proctor
 
 import rego.v1
 
-budgets_cfg := module_settings("budgets")
+budgets_cfg := object.union(object.get(defaults, "budgets", {}), object.get(settings, "budgets", {})) # module_settings("budgets"), inlined
 
 # The limits that are set: {name: n} for every positive number.
 budget_limits := object.union(
 	{name: n | some name, n in budgets_cfg; is_number(n); n > 0},
 	{"max_tool_calls": n | n := setting("max_tool_calls", 0); is_number(n); n > 0; not budgets_cfg.max_tool_calls},
 )
+
+# The budget rules below add to budget_denials, which joins deny only when some
+# limit is set: with no budget configured (the default) the fourteen rules are
+# not evaluated at all.
+deny contains f if {
+	budgets_on
+	some f in budget_denials
+}
+
+# (Some budget setting, or the legacy top-level max_tool_calls: cheaper to
+# test than budget_limits, and true whenever a limit or per_tool is set.)
+budgets_on if count(budgets_cfg) > 0
+
+budgets_on if setting("max_tool_calls", 0) != 0
 
 counters := object.get(input.session, "counters", {})
 
@@ -49,7 +63,7 @@ this_call_tool_calls := [ev |
 	ev.seq >= object.get(input.session, "events", 0)
 ]
 
-deny contains {"rule": "budget.tool_calls", "message": msg} if {
+budget_denials contains {"rule": "budget.tool_calls", "message": msg} if {
 	n := budget_limits.max_tool_calls
 	tool_call
 	used := counter("tool_calls_total") + count(this_call_tool_calls)
@@ -57,7 +71,7 @@ deny contains {"rule": "budget.tool_calls", "message": msg} if {
 	msg := sprintf("blocked %s: the session already made %v tool calls, the limit is %v", [tool_call.tool_name, used, n])
 }
 
-deny contains {"rule": "budget.tool_calls_per_tool", "message": msg} if {
+budget_denials contains {"rule": "budget.tool_calls_per_tool", "message": msg} if {
 	tool_call
 	n := budgets_cfg.per_tool[tool_call.tool_name]
 	used := tool_counter(tool_call.tool_name) + count([1 | some ev in this_call_tool_calls; ev.tool_name == tool_call.tool_name])
@@ -65,7 +79,7 @@ deny contains {"rule": "budget.tool_calls_per_tool", "message": msg} if {
 	msg := sprintf("blocked %s: the session already called it %v times, the limit is %v", [tool_call.tool_name, used, n])
 }
 
-deny contains {"rule": "budget.side_effects", "message": msg} if {
+budget_denials contains {"rule": "budget.side_effects", "message": msg} if {
 	n := budget_limits.max_side_effects
 	sink_spec
 	stored := sum([tool_counter(name) | some name, _ in sinks])
@@ -83,7 +97,7 @@ pending_amount := a if {
 	a := as_number(tool_call.arguments[arg])
 }
 
-deny contains {"rule": "budget.amount", "message": msg} if {
+budget_denials contains {"rule": "budget.amount", "message": msg} if {
 	n := budget_limits.max_amount
 	a := pending_amount
 	amount_moved + a > n
@@ -101,7 +115,7 @@ labels["amount_moved"] := amount_moved + pending_amount if {
 
 tokens_used := counter("input_tokens") + counter("output_tokens")
 
-deny contains {"rule": "budget.tokens", "message": msg} if {
+budget_denials contains {"rule": "budget.tokens", "message": msg} if {
 	n := budget_limits.max_tokens
 	input.stage == "request"
 	tokens_used >= n
@@ -116,7 +130,7 @@ price := p if {
 
 cost_usd := ((counter("input_tokens") * object.get(price, "input", 0)) + (counter("output_tokens") * object.get(price, "output", 0))) / 1000000
 
-deny contains {"rule": "budget.cost", "message": msg} if {
+budget_denials contains {"rule": "budget.cost", "message": msg} if {
 	n := budget_limits.max_cost_usd
 	input.stage == "request"
 	cost_usd >= n
@@ -126,7 +140,7 @@ deny contains {"rule": "budget.cost", "message": msg} if {
 # Dollars rounded to cents. (sprintf("%.2f") prints integers wrongly on OPA.)
 cents(x) := round(x * 100) / 100
 
-deny contains {"rule": "budget.wall_time", "message": msg} if {
+budget_denials contains {"rule": "budget.wall_time", "message": msg} if {
 	n := budget_limits.max_seconds
 	input.stage == "request"
 	elapsed := (time.now_ns() / 1000000000) - input.session.started
@@ -138,7 +152,7 @@ now_s := time.now_ns() / 1000000000
 
 recent_call_times := [t | some t in label_list("recent_call_times"); is_number(t); t > now_s - 60]
 
-deny contains {"rule": "budget.rate", "message": msg} if {
+budget_denials contains {"rule": "budget.rate", "message": msg} if {
 	n := budget_limits.max_calls_per_minute
 	input.stage == "request"
 	count(recent_call_times) >= n
@@ -154,7 +168,7 @@ labels["recent_call_times"] := array.slice(times, max([0, count(times) - n]), co
 
 # ---- sub-agents ----------------------------------------------------------------
 
-deny contains {"rule": "budget.depth", "message": msg} if {
+budget_denials contains {"rule": "budget.depth", "message": msg} if {
 	n := budget_limits.max_depth
 	input.stage == "request"
 	input.session.depth > n
@@ -163,14 +177,14 @@ deny contains {"rule": "budget.depth", "message": msg} if {
 
 spawn_tools := {t | some t in object.get(budgets_cfg, "spawn_tools", [])}
 
-deny contains {"rule": "budget.depth", "message": msg} if {
+budget_denials contains {"rule": "budget.depth", "message": msg} if {
 	n := budget_limits.max_depth
 	spawn_tools[tool_call.tool_name]
 	input.session.depth + 1 > n
 	msg := sprintf("blocked %s: a sub-agent spawned here would be %v levels deep, the limit is %v", [tool_call.tool_name, input.session.depth + 1, n])
 }
 
-deny contains {"rule": "budget.fan_out", "message": msg} if {
+budget_denials contains {"rule": "budget.fan_out", "message": msg} if {
 	n := budget_limits.max_children
 	spawn_tools[tool_call.tool_name]
 	stored := sum([tool_counter(t) | some t in spawn_tools])
@@ -188,7 +202,7 @@ tree := t if {
 
 tree_counter(name) := object.get(object.get(tree, "counters", {}), name, 0)
 
-deny contains {"rule": "budget.tree_tool_calls", "message": msg} if {
+budget_denials contains {"rule": "budget.tree_tool_calls", "message": msg} if {
 	n := budget_limits.tree_max_tool_calls
 	tool_call
 	used := tree_counter("tool_calls_total") + count(this_call_tool_calls)
@@ -196,7 +210,7 @@ deny contains {"rule": "budget.tree_tool_calls", "message": msg} if {
 	msg := sprintf("blocked %s: the agents of this session's tree already made %v tool calls, the limit is %v", [tool_call.tool_name, used, n])
 }
 
-deny contains {"rule": "budget.tree_tokens", "message": msg} if {
+budget_denials contains {"rule": "budget.tree_tokens", "message": msg} if {
 	n := budget_limits.tree_max_tokens
 	input.stage == "request"
 	used := tree_counter("input_tokens") + tree_counter("output_tokens")
@@ -204,7 +218,7 @@ deny contains {"rule": "budget.tree_tokens", "message": msg} if {
 	msg := sprintf("blocked this call: the agents of this session's tree already used %v tokens, the limit is %v", [used, n])
 }
 
-deny contains {"rule": "budget.tree_sessions", "message": msg} if {
+budget_denials contains {"rule": "budget.tree_sessions", "message": msg} if {
 	n := budget_limits.tree_max_sessions
 	spawn_tools[tool_call.tool_name]
 	used := object.get(tree, "sessions", 1)

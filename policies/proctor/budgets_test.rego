@@ -199,3 +199,13 @@ test_allows_calls_once_the_minute_has_passed if {
 	d.allow
 	count(d.labels.recent_call_times) == 2
 }
+
+test_blocks_calls_of_one_tool_when_it_is_the_only_budget if {
+	d := decide_with(act("search", {}, session({"tool_calls": {"search": 3}}, {})), {"budgets": {"per_tool": {"search": 3}}})
+	rules(d) == {"budget.tool_calls_per_tool"}
+}
+
+test_allows_other_tools_when_one_tool_is_the_only_budget if {
+	d := decide_with(act("read_file", {}, session({"tool_calls": {"search": 3, "read_file": 9}}, {})), {"budgets": {"per_tool": {"search": 3}}})
+	count(d.deny) == 0
+}

@@ -19,7 +19,7 @@ package proctor
 
 import rego.v1
 
-coding_cfg := module_settings("coding")
+coding_cfg := object.union(object.get(defaults, "coding", {}), object.get(settings, "coding", {})) # module_settings("coding"), inlined
 
 coding_setting(name, fallback) := object.get(coding_cfg, name, fallback)
 
@@ -47,25 +47,41 @@ read_path := file_path("read_tools")
 
 write_path := file_path("write_tools")
 
+# The coding rules below add to coding_denials, which joins deny only for a
+# call of a shell, read or write tool: other calls, and the request stage,
+# skip the seven rules.
+deny contains f if {
+	coding_call
+	some f in coding_denials
+}
+
+# (A call of a tool listed in shell_tools, read_tools or write_tools: every
+# coding rule needs shell_command, read_path or write_path, which need that.)
+coding_call if {
+	name := tool_call.tool_name
+	some kind in ["shell_tools", "read_tools", "write_tools"]
+	is_string(object.get(settings, ["coding", kind, name], object.get(defaults, ["coding", kind, name], null)))
+}
+
 short(cmd) := cmd if count(cmd) <= 120
 
 short(cmd) := concat("", [substring(cmd, 0, 117), "..."]) if count(cmd) > 120
 
-deny contains {"rule": "coding.dangerous_command", "message": msg} if {
+coding_denials contains {"rule": "coding.dangerous_command", "message": msg} if {
 	cmd := shell_command
 	some d in coding_setting("dangerous_commands", [])
 	regex.match(d.regex, cmd)
 	msg := sprintf("blocked %s `%s`: %s", [tool_call.tool_name, short(shell_command), d.why])
 }
 
-deny contains {"rule": "coding.credential_access", "message": msg} if {
+coding_denials contains {"rule": "coding.credential_access", "message": msg} if {
 	cmd := shell_command
 	some pattern in coding_setting("credential_paths", [])
 	regex.match(pattern, cmd)
 	msg := sprintf("blocked %s `%s`: it touches a credential file, which an agent has no business reading", [tool_call.tool_name, short(shell_command)])
 }
 
-deny contains {"rule": "coding.credential_access", "message": msg} if {
+coding_denials contains {"rule": "coding.credential_access", "message": msg} if {
 	some path in {p | p := read_path} | {p | p := write_path}
 	some pattern in coding_setting("credential_paths", [])
 	regex.match(pattern, path)
@@ -162,7 +178,7 @@ rm_targets contains unquote(t) if {
 	not startswith(t, "-")
 }
 
-deny contains {"rule": "coding.delete_outside_workspace", "message": msg} if {
+coding_denials contains {"rule": "coding.delete_outside_workspace", "message": msg} if {
 	some t in rm_targets
 	outside(t)
 	msg := sprintf("blocked %s `%s`: it deletes %s, outside the workspace%s", [tool_call.tool_name, short(shell_command), t, workspace_note])
@@ -179,14 +195,14 @@ redirect_targets contains unquote(m[2]) if {
 	not startswith(m[2], "&")
 }
 
-deny contains {"rule": "coding.write_outside_workspace", "message": msg} if {
+coding_denials contains {"rule": "coding.write_outside_workspace", "message": msg} if {
 	some t in redirect_targets
 	workspace != ""
 	not inside_workspace(t)
 	msg := sprintf("blocked %s `%s`: it writes %s, outside the workspace %s", [tool_call.tool_name, short(shell_command), t, workspace])
 }
 
-deny contains {"rule": "coding.write_outside_workspace", "message": msg} if {
+coding_denials contains {"rule": "coding.write_outside_workspace", "message": msg} if {
 	path := write_path
 	workspace != ""
 	not inside_workspace(path)

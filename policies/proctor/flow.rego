@@ -57,12 +57,23 @@ trusted_word(w) if trusted_names[w]
 
 trusted_word(w) if instruction_words[w]
 
+# Cheap gates, tested first: untrusted_only(v) can only hold once the labels
+# carry untrusted values (or overflowed), and the name rule needs untrusted
+# names. Until the session read untrusted content, the sink rules below cost
+# two label lookups instead of running the extractors on every argument.
+values_tainted if count(untrusted_values) > 0
+
+values_tainted if flow_overflow
+
+names_tainted if count(untrusted_names) > 0
+
 # ---- the pending sink call ------------------------------------------------
 
 sink_args(role) := {[name, s] |
 	is_object(tool_call.arguments)
 	some name in object.get(sink_spec, role, [])
-	some s in strings_in(object.get(tool_call.arguments, name, null))
+	v := tool_call.arguments[name] # an argument the call leaves out has no strings
+	some s in strings_in(v)
 }
 
 # [argument, string value] pairs of the pending sink call, by role.
@@ -85,19 +96,24 @@ vouched if {
 	}
 }
 
+# (Each definition tests internal_domains first: with none configured, the
+# usual case, nothing is internal and nothing more is evaluated.)
 internal_value(c) if {
+	count(internal_domains) > 0
 	c.kind == "email"
 	some d in internal_domains
 	endswith(c.value, concat("", ["@", d]))
 }
 
 internal_value(c) if {
+	count(internal_domains) > 0
 	c.kind == "url"
 	some d in internal_domains
 	c.value == d
 }
 
 internal_value(c) if {
+	count(internal_domains) > 0
 	c.kind == "url"
 	some d in internal_domains
 	endswith(c.value, concat("", [".", d]))
@@ -106,19 +122,35 @@ internal_value(c) if {
 # A destination string is internal when it has values and all of them are internal,
 # or when it is exactly an internal domain.
 internal_destination(s) if {
-	cs := candidates(s)
+	count(internal_domains) > 0
+	cs := destination_candidates(s)
 	count(cs) > 0
 	every c in cs {
 		internal_value(c)
 	}
 }
 
-internal_destination(s) if lower(s) in internal_domains
+internal_destination(s) if {
+	count(internal_domains) > 0
+	lower(s) in internal_domains
+}
 
-flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if {
+# The candidate values of each destination string of the pending call,
+# extracted once (three rules below read them).
+destination_values[s] := candidates(s) if {
 	some pair in sink_destinations
 	s := pair[1]
-	some c in candidates(s)
+}
+
+destination_candidates(s) := destination_values[s]
+
+destination_candidates(s) := candidates(s) if not destination_values[s]
+
+flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if {
+	values_tainted
+	some pair in sink_destinations
+	s := pair[1]
+	some c in destination_values[s]
 	not internal_value(c)
 	src := untrusted_only(c.value)
 	not vouched
@@ -128,13 +160,13 @@ flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if
 # The strict form (flow.taint): after an untrusted read, an external destination
 # must appear in the user's instructions or in trusted data.
 flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if {
-	object.get(flow_cfg, "taint", true) == true
 	source := untrusted_source
+	object.get(flow_cfg, "taint", true) == true
 	external_sink
 	some pair in sink_destinations
 	s := pair[1]
 	not internal_destination(s)
-	cs := {c.value | some c in candidates(s)}
+	cs := {c.value | some c in destination_values[s]}
 	count(cs) > 0
 	not_grounded(cs)
 	not vouched
@@ -152,6 +184,7 @@ grounded_or_reported(v) if untrusted_only(v)
 # Names in destinations (flow.destination_names): a capitalised word that only
 # untrusted content used, e.g. a hotel only a review mentioned.
 flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if {
+	names_tainted
 	object.get(flow_cfg, "destination_names", false) == true
 	some pair in sink_destinations
 	arg := pair[0]
@@ -164,6 +197,7 @@ flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if
 }
 
 flow_findings contains {"rule": "flow.untrusted_payload", "message": msg} if {
+	values_tainted
 	some pair in sink_payloads
 	arg := pair[0]
 	s := pair[1]
@@ -173,6 +207,7 @@ flow_findings contains {"rule": "flow.untrusted_payload", "message": msg} if {
 }
 
 flow_findings contains {"rule": "flow.untrusted_date", "message": msg} if {
+	values_tainted
 	dates_on
 	some pair in sink_dates
 	arg := pair[0]
@@ -182,14 +217,16 @@ flow_findings contains {"rule": "flow.untrusted_date", "message": msg} if {
 	msg := sprintf("blocked %s: the date in %s (month-day %s) came from %s, not from the user", [tool_call.tool_name, arg, d, source_phrase(src)])
 }
 
+flow_action := setting("flow_action", "deny")
+
 deny contains f if {
-	setting("flow_action", "deny") == "deny"
 	some f in flow_findings
+	flow_action == "deny"
 }
 
 ask contains f if {
-	setting("flow_action", "deny") == "ask"
 	some f in flow_findings
+	flow_action == "ask"
 }
 
 # ---- final answers that push untrusted content --------------------------------
@@ -226,17 +263,17 @@ recommendation_findings contains {"rule": "flow.untrusted_recommendation", "mess
 recommendation_action := object.get(flow_cfg, "recommendation", "patch")
 
 deny contains f if {
-	recommendation_action == "deny"
 	some f in recommendation_findings
+	recommendation_action == "deny"
 }
 
 warn contains f if {
-	recommendation_action in {"warn", "patch"}
 	some f in recommendation_findings
+	recommendation_action in {"warn", "patch"}
 }
 
 patch := {"text": concat("", [strings.replace_n({s: "" | some s, _ in pushed_sentences}, input.action.text), note])} if {
-	recommendation_action == "patch"
 	count(pushed_sentences) > 0
+	recommendation_action == "patch"
 	note := "\n\n[Proctor removed a recommendation that came only from content the agent read, not from you or from trusted data.]"
 }

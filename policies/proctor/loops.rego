@@ -15,7 +15,7 @@ package proctor
 
 import rego.v1
 
-loops_cfg := module_settings("loops")
+loops_cfg := object.union(object.get(defaults, "loops", {}), object.get(settings, "loops", {})) # module_settings("loops"), inlined
 
 recent_calls := label_list("recent_calls")
 

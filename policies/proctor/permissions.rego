@@ -19,7 +19,7 @@ package proctor
 
 import rego.v1
 
-permissions_cfg := module_settings("permissions")
+permissions_cfg := object.union(object.get(defaults, "permissions", {}), object.get(settings, "permissions", {})) # module_settings("permissions"), inlined
 
 permission_setting(name, fallback) := object.get(permissions_cfg, name, fallback)
 

@@ -20,25 +20,37 @@ package proctor
 
 import rego.v1
 
-secrets_cfg := module_settings("secrets")
+secrets_cfg := object.union(object.get(defaults, "secrets", {}), object.get(settings, "secrets", {})) # module_settings("secrets"), inlined
 
 secret_detectors := object.get(secrets_cfg, "detectors", [])
 
 # [{"kind", "value"}] found in a text.
 secrets_in(text) := {{"kind": d.name, "value": v} |
 	lowered := lower(text)
-	some d in secret_detectors
-	secret_hinted(d, lowered)
+	hits := {i | some p in secret_hint_pairs; contains(lowered, p[1]); i := p[0]}
+	some i in hits
+	d := secret_detectors[i]
 	some m in regex.find_all_string_submatch_n(d.regex, text, -1)
 	v := secret_value(m)
 	regex.match(object.get(d, "require", "."), v)
 }
 
-# A detector's "hint" (lower-case substrings) must be in the text before its regex runs.
-secret_hinted(d, _) if not d.hint
+# A detector's "hint" (lower-case substrings) must be in the text before its
+# regex runs; a detector without one runs on every text (the hint "" is in
+# any text). [detector index, hint] pairs, worked out once per decision and
+# checked against a text in one pass, not detector by detector.
+secret_hint_pairs := array.concat(
+	[[i, h] | some i, d in secret_detectors; d.hint; some h in d.hint],
+	[[i, ""] | some i, d in secret_detectors; not d.hint],
+)
+
+# The hints of one detector (secret_hint_pairs inlines this).
+detector_hints(d) := [""] if not d.hint
+
+detector_hints(d) := d.hint if d.hint
 
 secret_hinted(d, lowered) if {
-	some h in d.hint
+	some h in detector_hints(d)
 	contains(lowered, h)
 }
 
@@ -96,10 +108,22 @@ labels["secrets_seen"] := array.concat(seen_secrets, array.slice(new_secret_entr
 
 # ---- the pending external sink call ------------------------------------------
 
+# The string values of the pending call's arguments, gathered once.
+pending_arg_strings := all_arg_strings(tool_call.arguments)
+
+# Some detector's hint is in one of them (tested on all of them at once: a
+# hint found in none of the strings rules every detector out for each).
+pending_args_hinted if {
+	joined := lower(concat("\n", pending_arg_strings))
+	some p in secret_hint_pairs
+	contains(joined, p[1])
+}
+
 secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if {
 	sink_spec
 	external_sink
-	some s in all_arg_strings(tool_call.arguments)
+	pending_args_hinted
+	some s in pending_arg_strings
 	some x in secrets_in(s)
 	msg := sprintf("blocked %s: its arguments carry what looks like a %s, and secrets may not leave through an external tool", [tool_call.tool_name, x.kind])
 }
@@ -109,7 +133,7 @@ secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if 
 	count(seen_secrets) > 0
 	external_sink
 	shapes := {s.shape | some s in seen_secrets; is_object(s)}
-	some s in all_arg_strings(tool_call.arguments)
+	some s in pending_arg_strings
 	some token in regex.find_n(`[A-Za-z0-9_+/=!@#$%^&*.-]{6,}`, s, -1)
 	some t in {token, trim_right(token, ".")}
 	shapes[secret_shape(t)]

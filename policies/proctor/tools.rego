@@ -53,28 +53,20 @@ arg_strings(args, names) := {s |
 	some s in strings_in(object.get(args, name, null))
 }
 
-strings_in(v) := {v} if is_string(v)
-
-strings_in(v) := {format_int(v, 10)} if {
+# (One definition with else branches: the cases exclude each other, and the
+# first that holds ends the evaluation instead of all six being tried.)
+strings_in(v) := {v} if {
+	is_string(v)
+} else := {format_int(v, 10)} if {
 	is_number(v)
 	v == floor(v)
-}
-
-strings_in(v) := {sprintf("%v", [v])} if {
+} else := {sprintf("%v", [v])} if {
 	is_number(v)
-	v != floor(v)
-}
-
-strings_in(v) := {s | some x in v; is_string(x); s := x} | {s | some x in v; is_array(x); some s in x; is_string(s)} if is_array(v)
-
-strings_in(v) := {s | some x in v; is_string(x); s := x} if is_object(v)
-
-strings_in(v) := set() if {
-	not is_string(v)
-	not is_number(v)
-	not is_array(v)
-	not is_object(v)
-}
+} else := {s | some x in v; is_string(x); s := x} | {s | some x in v; is_array(x); some s in x; is_string(s)} if {
+	is_array(v)
+} else := {s | some x in v; is_string(x); s := x} if {
+	is_object(v)
+} else := set()
 
 # All string values of a call's arguments.
 all_arg_strings(args) := {s | is_object(args); some v in args; some s in strings_in(v)}

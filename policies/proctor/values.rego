@@ -32,7 +32,7 @@ package proctor
 
 import rego.v1
 
-flow_cfg := module_settings("flow")
+flow_cfg := object.union(object.get(defaults, "flow", {}), object.get(settings, "flow", {})) # module_settings("flow"), inlined
 
 value_kinds := object.get(flow_cfg, "value_kinds", {})
 
@@ -51,19 +51,25 @@ max_sources := object.get(flow_cfg, "max_sources", 100)
 # ---- extraction ------------------------------------------------------------
 
 candidates(text) := {c |
-	some kind, spec in value_kinds
-	contains(text, object.get(spec, "hint", ""))
-	some m in regex.find_all_string_submatch_n(spec.regex, text, -1)
+	some k in value_kind_specs
+	contains(text, k.hint)
+	some m in regex.find_all_string_submatch_n(k.regex, text, -1)
 	count(m) > 1
-	v := normalize_value(object.get(spec, "normalize", "lower"), m[1])
+	v := normalize_value(k.normalize, m[1])
 	v != ""
-	c := {"kind": kind, "value": v}
+	c := {"kind": k.kind, "value": v}
 }
 
-# Candidates plus dates: what a text contributes to the value labels.
-text_values(text) := candidates(text) | {{"kind": "date", "value": d} | some d in date_keys(text)} if dates_on
+# The value kinds with their defaults filled in, once per decision (not for
+# every text candidates() reads).
+value_kind_specs := [{"kind": kind, "regex": spec.regex, "hint": object.get(spec, "hint", ""), "normalize": object.get(spec, "normalize", "lower")} |
+	some kind, spec in value_kinds
+]
 
-text_values(text) := candidates(text) if not dates_on
+# Candidates plus dates: what a text contributes to the value labels.
+text_values(text) := candidates(text) | {{"kind": "date", "value": d} | some d in date_keys(text)} if {
+	dates_on
+} else := candidates(text)
 
 trim_value(v) := trim(v, " \t\r\n.,;:!?)]}>'\"`")
 
@@ -91,22 +97,23 @@ month_day_pattern := concat("", [`(?i)(?:^|[^a-z])`, month_pattern, `[.]? ([0-9]
 day_month_pattern := concat("", [`(?i)(?:^|[^0-9])([0-9]{1,2})(?:st|nd|rd|th)? (?:of )?`, month_pattern, `(?:[^a-z]|$)`])
 
 # Dates as "MM-DD": 2024-05-01, May 1st(, 2024), 1st of May, 1 May.
-date_keys(text) := set() if not regex.match(`[0-9]`, text)
-
 date_keys(text) := iso | month_day | day_month if {
 	regex.match(`[0-9]`, text)
+	months_named := regex.match(`(?i)(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)`, text)
 	iso := {sprintf("%s-%s", [m[2], m[3]]) |
 		some m in regex.find_all_string_submatch_n(`([0-9]{4})-([0-9]{2})-([0-9]{2})`, text, -1)
 	}
 	month_day := {d |
+		months_named # both month patterns need a month's name
 		some m in regex.find_all_string_submatch_n(month_day_pattern, text, -1)
 		d := month_day_key(m[1], m[2])
 	}
 	day_month := {d |
+		months_named
 		some m in regex.find_all_string_submatch_n(day_month_pattern, text, -1)
 		d := month_day_key(m[2], m[1])
 	}
-}
+} else := set() # no digit, no date
 
 month_day_key(month, day) := sprintf("%02d-%02d", [month_numbers[lower(substring(month, 0, 3))], n]) if {
 	n := to_number(day)
@@ -129,16 +136,12 @@ words(text) := {w | some w in regex.find_n(`[a-z0-9][a-z0-9_'-]*[a-z0-9_]`, lowe
 label_list(key) := v if {
 	v := input.session.labels[key]
 	is_array(v)
-}
-
-label_list(key) := [] if not is_array(object.get(input.session.labels, key, null))
+} else := []
 
 label_object(key) := v if {
 	v := input.session.labels[key]
 	is_object(v)
-}
-
-label_object(key) := {} if not is_object(object.get(input.session.labels, key, null))
+} else := {}
 
 untrusted_sources := label_list("untrusted_sources")
 
