@@ -24,6 +24,7 @@ import orjson
 
 from adapters.model import Call, EventKind, ToolSpec, TrajectoryEvent
 from proxy.approvals import Approvals
+from proxy.config import ProxyConfig
 from proxy.enforcement import Enforcement
 from proxy.policy.embedded import EmbeddedEngine
 from proxy.policy.point import PolicyPoint, event_doc
@@ -118,13 +119,15 @@ async def main(quick: bool, policies: str | None) -> None:
         await scan.start()
         for n in sizes:
             await seed(store, f"s{n}", n)
-        await measure(point, store, "s10", 50, 32)  # warm-up
+        window = ProxyConfig().policy_window
+        await measure(point, store, "s10", 50, window)  # warm-up
         print(f"Policy cost per call (store load + request decision + one tool-call decision), library {point.root}")
-        print(f"revision {point.revision}, window 32 events, {rounds} calls per size, SQLite store, embedded regorus\n")
+        print(f"revision {point.revision}, window {window} events (the default), {rounds} calls per size, "
+              "SQLite store, embedded regorus\n")
         print(f"{'session events':>15} {'p50 ms':>8} {'p90 ms':>8} {'per decision p50':>17} {'naive full scan p50':>20}")
         base = None
         for n in sizes:
-            p50, p90 = stats(await measure(point, store, f"s{n}", rounds, 32))
+            p50, p90 = stats(await measure(point, store, f"s{n}", rounds, window))
             scan_p50, _ = stats(await measure_scan(scan, store, f"s{n}", max(10, rounds // (1 + n // 500))))
             base = base or p50
             print(f"{n:>15} {p50:>8.3f} {p90:>8.3f} {p50 / 2:>17.3f} {scan_p50:>20.3f}")
