@@ -29,6 +29,7 @@ from adapters.common import (
     placeholder,
     session_metadata,
     str_or_none,
+    text_pieces,
     type_name,
     usage_of,
 )
@@ -178,31 +179,7 @@ def _tool_use_event(block: dict[str, Any]) -> TrajectoryEvent:
 
 def _text_parts(content: Any, path: str, *, strict: bool) -> list[str]:
     """Text of a string or a list of blocks (system prompt, tool result content)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        if strict:
-            raise BadRequest(
-                f"'{path}' must be a string or an array of content blocks, not {type_name(content)}.",
-                "invalid_type",
-                path,
-            )
-        return []
-    parts: list[str] = []
-    for j, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            if strict:
-                raise BadRequest(f"'{path}[{j}]' must be {_BLOCK_SHAPE}.", "invalid_type", f"{path}[{j}]")
-            continue
-        if block["type"] == "text":
-            text = need_str(block, "text", f"{path}[{j}]") if strict else block.get("text")
-            if isinstance(text, str):
-                parts.append(text)
-        else:
-            parts.append(placeholder(block["type"]))
-    return parts
+    return text_pieces(content, path, strict=strict, text_keys={"text": "text"}, part_shape=_BLOCK_SHAPE, noun="content blocks")
 
 
 def _tools(body: dict[str, Any]) -> tuple[ToolSpec, ...]:

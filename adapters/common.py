@@ -248,3 +248,34 @@ class ToolCallQueue:
             self._given.add(position)
             out.append(event)
         return out
+
+
+def text_pieces(
+    content: Any, path: str, *, strict: bool, text_keys: dict[str, str], part_shape: str,
+    noun: str = "content parts", none_is_empty: bool = True,
+) -> list[str]:
+    """The text pieces of ``content``: a string, or a list of parts whose ``type`` maps
+    (in ``text_keys``) to the key holding its text; other parts become placeholders.
+    ``strict`` (requests) raises BadRequest naming the path; replies are read leniently."""
+    if content is None and none_is_empty:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        if strict:
+            raise BadRequest(f"'{path}' must be a string or an array of {noun}, not {type_name(content)}.", "invalid_type", path)
+        return []
+    parts: list[str] = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            if strict:
+                raise BadRequest(f"'{path}[{j}]' must be {part_shape}.", "invalid_type", f"{path}[{j}]")
+            continue
+        key = text_keys.get(part["type"])
+        if key is None:
+            parts.append(placeholder(part["type"]))
+            continue
+        text = need_str(part, key, f"{path}[{j}]") if strict else part.get(key)
+        if isinstance(text, str):
+            parts.append(text)
+    return parts

@@ -26,10 +26,9 @@ from adapters.common import (
     need_stream,
     optional_list,
     parse_arguments,
-    placeholder,
     session_metadata,
     str_or_none,
-    type_name,
+    text_pieces,
     usage_of,
 )
 from adapters.model import Call, EventKind, Reply, ToolSpec, TrajectoryEvent, Usage
@@ -130,36 +129,10 @@ def _request_message(message: Any, path: str, out: list[TrajectoryEvent], names:
 
 def _text_parts(content: Any, path: str, *, strict: bool) -> list[str]:
     """The text pieces of ``content`` (a string or content parts); non-text parts as placeholders."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        if strict:
-            raise BadRequest(
-                f"'{path}' must be a string or an array of content parts, not {type_name(content)}.",
-                "invalid_type",
-                path,
-            )
-        return []
-    parts: list[str] = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            if strict:
-                raise BadRequest(
-                    f'\'{path}[{j}]\' must be a content part such as {{"type": "text", "text": "..."}}.',
-                    "invalid_type",
-                    f"{path}[{j}]",
-                )
-            continue
-        kind = part["type"]
-        if kind == "text" or kind == "refusal":
-            text = need_str(part, kind, f"{path}[{j}]") if strict else part.get(kind)
-            if isinstance(text, str):
-                parts.append(text)
-        else:
-            parts.append(placeholder(kind))
-    return parts
+    return text_pieces(
+        content, path, strict=strict, text_keys={"text": "text", "refusal": "refusal"},
+        part_shape='a content part such as {"type": "text", "text": "..."}',
+    )
 
 
 def _check_tool_call(call: Any, path: str) -> None:

@@ -24,10 +24,9 @@ from adapters.common import (
     need_stream,
     optional_list,
     parse_arguments,
-    placeholder,
     session_metadata,
     str_or_none,
-    type_name,
+    text_pieces,
     usage_of,
 )
 from adapters.model import Call, EventKind, Reply, ToolSpec, TrajectoryEvent
@@ -178,35 +177,11 @@ def _call_event(item: dict[str, Any]) -> TrajectoryEvent:
 
 def _text_parts(content: Any, path: str, *, strict: bool) -> list[str]:
     """Text pieces of a string or a list of content parts; other parts become placeholders."""
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        if strict:
-            raise BadRequest(
-                f"'{path}' must be a string or an array of content parts, not {type_name(content)}.",
-                "invalid_type",
-                path,
-            )
-        return []
-    parts: list[str] = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            if strict:
-                raise BadRequest(
-                    f'\'{path}[{j}]\' must be a content part such as {{"type": "input_text", "text": "..."}}.',
-                    "invalid_type",
-                    f"{path}[{j}]",
-                )
-            continue
-        kind = part["type"]
-        key = "refusal" if kind == "refusal" else "text" if kind in ("input_text", "output_text", "text") else None
-        if key is None:
-            parts.append(placeholder(kind))
-            continue
-        text = need_str(part, key, f"{path}[{j}]") if strict else part.get(key)
-        if isinstance(text, str):
-            parts.append(text)
-    return parts
+    return text_pieces(
+        content, path, strict=strict, none_is_empty=False,
+        text_keys={"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"},
+        part_shape='a content part such as {"type": "input_text", "text": "..."}',
+    )
 
 
 def _tools(body: dict[str, Any]) -> tuple[ToolSpec, ...]:
