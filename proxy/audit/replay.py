@@ -285,6 +285,8 @@ class Replayer:
                 id=s.id, started=s.started, last_call=state.last_call, calls=state.calls, events=state.events,
                 status=state.status, parent_id=s.parent_id, root_id=s.root_id, depth=s.depth,
                 labels=dict(state.labels), counters=copy.deepcopy(state.counters),
+                # a session is replayed on its own: its tree's totals are its own (exact without sub-agents)
+                tree={"sessions": 1, "counters": copy.deepcopy(state.counters)},
             )
             if c.call is None:  # not judged live either (a pass-through or an undecodable request)
                 self._record(state, s.id, c, [_unplaced(ev) for ev in (*c.append, *c.reply)], [], False)

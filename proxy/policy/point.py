@@ -170,6 +170,7 @@ class PolicyPoint:
                 "depth": rec.depth if rec else 0,
                 "labels": dict(view.labels),
                 "counters": rec.counters if rec else {},
+                "tree": rec.tree if rec and rec.tree else {"sessions": 1, "counters": {}},
                 "started": rec.started if rec else time.time(),
                 "status": rec.status if rec else "active",
                 "events": base,

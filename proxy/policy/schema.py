@@ -35,6 +35,9 @@ class SessionDoc(_Doc):
     depth: int
     labels: dict[str, Any] = Field(description="state carried between calls, set by decisions' labels")
     counters: dict[str, Any] = Field(description="calls, events, tool_calls {name: n}, tool_calls_total, tokens, decisions")
+    tree: dict[str, Any] = Field(
+        description="the whole sub-agent tree under this session's root: sessions (how many), counters (summed)"
+    )
     started: float
     status: Literal["active", "terminated"]
     events: int = Field(description="events recorded before this call")

@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from adapters.model import TrajectoryEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,8 @@ class SessionRecord:
     depth: int = 0
     labels: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, Any] = field(default_factory=dict)
+    # The whole sub-agent tree (kept on the root): {"sessions": n, "counters": {...}}
+    tree: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from proxy.store.sqlite_ops import (  # noqa: F401 - _decision_from_row is share
     _match_history,
     _record_call,
     _session_from_row,
+    session_with_tree,
 )
 from proxy.store.sqlite_schema import _migrate
 
@@ -257,7 +258,7 @@ class SqliteStore:
             rows = conn.execute(
                 "SELECT * FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT ?", (session_id, limit)
             ).fetchall()
-            return _session_from_row(row), [_event_from_row(r) for r in reversed(rows)]
+            return session_with_tree(conn, row), [_event_from_row(r) for r in reversed(rows)]
 
         return self._now(read)
 

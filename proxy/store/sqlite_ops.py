@@ -4,6 +4,7 @@ whichever thread owns it (see :class:`proxy.store.sqlite.SqliteStore`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from typing import Any, Sequence
@@ -43,6 +44,18 @@ def _session_from_row(row: sqlite3.Row) -> SessionRecord:
     )
 
 
+def session_with_tree(conn: sqlite3.Connection, row: sqlite3.Row) -> SessionRecord:
+    """The session, with its tree's totals read from its root (one indexed read)."""
+    session = _session_from_row(row)
+    root = row if row["root_id"] in (None, row["id"]) else conn.execute(
+        "SELECT tree_counters, tree_sessions FROM sessions WHERE id = ?", (row["root_id"],)
+    ).fetchone()
+    if root is None:
+        return session
+    tree = {"sessions": root["tree_sessions"] or 1, "counters": orjson.loads(root["tree_counters"] or "{}")}
+    return dataclasses.replace(session, tree=tree)
+
+
 def _decision_from_row(row: sqlite3.Row) -> dict[str, Any]:
     """An OPA-style decision-log entry."""
     return {
@@ -78,9 +91,12 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
                 root, depth = prow[0], prow[1] + 1
         conn.execute(
             "INSERT INTO sessions (id, parent_id, root_id, depth, started, last_call, calls, events, next_seq, status,"
-            " labels, counters) VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 'active', '{}', '{}')",
+            " labels, counters, tree_counters, tree_sessions) VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 'active', '{}', '{}',"
+            " '{}', 1)",
             (call.session_id, parent, root, depth, call.started, call.started),
         )
+        if root != call.session_id:
+            conn.execute("UPDATE sessions SET tree_sessions = coalesce(tree_sessions, 1) + 1 WHERE id = ?", (root,))
         next_seq = 0
     else:
         next_seq = row[0]
@@ -141,6 +157,12 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
         (next_seq + len(placed), len(placed), call.started, orjson.dumps(labels), orjson.dumps(counters),
          new.terminate, call.session_id),
     )
+    root_row = conn.execute("SELECT root_id FROM sessions WHERE id = ?", (call.session_id,)).fetchone()
+    root_id = root_row[0] or call.session_id
+    tree_row = conn.execute("SELECT tree_counters FROM sessions WHERE id = ?", (root_id,)).fetchone()
+    if tree_row is not None:
+        tree = _count(orjson.loads(tree_row[0] or "{}"), call, placed, new)
+        conn.execute("UPDATE sessions SET tree_counters = ? WHERE id = ?", (orjson.dumps(tree), root_id))
     conn.executemany(
         "INSERT INTO decisions (id, session_id, call_id, stage, event_seq, path, input, traj_from, traj_to, result,"
         " decision, outcome, rules, revision, engine, eval_ms, time, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

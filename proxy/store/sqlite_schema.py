@@ -85,6 +85,17 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
         db.execute(ddl)
 
 
+@_migration(2)
+def _tree_totals_v2(db: sqlite_utils.Database) -> None:
+    """A root session carries its whole sub-agent tree's counters, kept as calls are
+    recorded, so tree budgets read one row instead of summing the tree."""
+    db.execute("ALTER TABLE sessions ADD COLUMN tree_counters TEXT")
+    db.execute("ALTER TABLE sessions ADD COLUMN tree_sessions INTEGER")
+    db.execute("UPDATE sessions SET tree_sessions = (SELECT COUNT(*) FROM sessions t WHERE t.root_id = sessions.id)"
+               " WHERE root_id = id")
+    db.execute("UPDATE sessions SET tree_counters = counters WHERE root_id = id AND tree_sessions = 1")
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     db = sqlite_utils.Database(conn)
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")

@@ -168,3 +168,18 @@ async def test_two_processes_share_one_sqlite_file(tmp_path: Path) -> None:
     for i in range(0, 360, 3):  # a call's events are never interleaved with another's
         assert len({e.call_id for e in got[i:i + 3]}) == 1
     assert session is not None and (session.calls, session.events) == (120, 360)
+
+
+async def test_root_keeps_its_trees_totals(store: SessionStore) -> None:
+    tool_call = TrajectoryEvent(kind=EventKind.TOOL_CALL, tool_name="search", arguments={}, tool_call_id="c")
+    await store.record_call(_new("root", [tool_call]))
+    await store.record_call(_new("kid", [tool_call, tool_call], parent_session_id="root"))
+    await store.record_call(_new("grandkid", [tool_call], parent_session_id="kid"))
+    await store.record_call(_new("other", [tool_call]))
+    for sid in ("root", "kid", "grandkid"):
+        record, _ = await store.session_view(sid, 4)
+        assert record is not None
+        assert record.tree["sessions"] == 3
+        assert record.tree["counters"]["tool_calls_total"] == 4 and record.tree["counters"]["calls"] == 3
+    other, _ = await store.session_view("other", 4)
+    assert other is not None and other.tree["sessions"] == 1 and other.tree["counters"]["tool_calls_total"] == 1

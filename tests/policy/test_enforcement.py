@@ -407,3 +407,39 @@ def test_call_after_a_rewritten_reply_continues_the_session_cleanly(make_proxy: 
     assert not any("unverified" in e.labels or "rewritten" in e.labels for e in events)
     results = [e for e in events if e.kind.value == "tool_result"]
     assert len(results) == len({e.tool_call_id for e in results})  # no result recorded twice
+
+
+def test_policies_see_the_whole_sub_agent_trees_totals(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
+    """A sub-agent's tool calls count toward its root's tree: the parent's next tool
+    call is judged with the tree's total, not just its own session's."""
+    task = "Research the staging database configuration and report its port"
+    policy = """package proctor
+import rego.v1
+decision := {"deny": [{"rule": "tree.max_tool_calls", "message": sprintf("the tree made %v tool calls", [n])}]} if {
+    input.stage == "action"
+    input.action.kind == "tool_call"
+    n := input.session.tree.counters.tool_calls_total
+    n >= 2
+}
+"""
+
+    def model(api: str, body: dict[str, Any]) -> Turn:
+        last = body["messages"][-1]
+        if last["role"] == "user" and last["content"] == task:
+            return Turn(tool_calls=(ToolCallSpec("read_file", {"path": "db.env"}),))
+        if last["role"] == "user":
+            return Turn(tool_calls=(ToolCallSpec("run_subagent", {"task": task}),))
+        return Turn(tool_calls=(ToolCallSpec("read_file", {"path": "notes.md"}),))
+
+    upstream.answer(model)
+    proxy = make_proxy(policies=str(write_policy(tmp_path / "p", policy)))
+    with client(proxy) as c:
+        first = c.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "plan it"}], tools=TOOLS)
+        parent_msg = first.parse().choices[0].message
+        child = c.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": task}], tools=TOOLS)
+        assert child.parse().choices[0].message.tool_calls  # tree total 1 before it: allowed
+        assert child.headers["x-proctor-session"] != first.headers["x-proctor-session"]
+        messages = [{"role": "user", "content": "plan it"}, parent_msg.model_dump(exclude_none=True),
+                    {"role": "tool", "tool_call_id": parent_msg.tool_calls[0].id, "content": "port 6432"}]
+        second = c.chat.completions.create(model="m", messages=messages, tools=TOOLS).choices[0].message
+    assert not second.tool_calls and "tree.max_tool_calls" in second.content and "2 tool calls" in second.content
