@@ -118,12 +118,17 @@ class Enforcement:
         return ALLOW
 
     async def check_message(self, message: TrajectoryEvent, earlier: list[TrajectoryEvent], delivered: bool) -> TextEdit | None:
-        """Judge the reply's final text; a denial or a text patch replaces it. In a
-        stream the text has already flowed (``delivered``): the verdict is recorded."""
+        """Judge the reply's final text; a denial, an unapproved ask or a text patch
+        replaces it. In a stream the text has already flowed (``delivered``): the
+        verdict is recorded, and an ask is not held."""
         decision = await self._judge("action", [*self.res.append, *earlier], message, MESSAGE)
         text: str | None = None
+        findings: tuple[Finding, ...] = ()
         if decision.blocks:
             findings = decision.enforced(decision.terminate) + decision.enforced(decision.deny)
+        elif decision.enforced(decision.ask) and not delivered and not await self._approved("action", decision, message):
+            findings = tuple(replace(f, message=f.message + " (not approved)") for f in decision.enforced(decision.ask))
+        if findings:
             self.action_labels[MESSAGE] = {"denied": [{"rule": f.rule, "message": f.message} for f in findings]}
             text = refusal_text(None, findings).replace("this request", "this answer")
         elif isinstance((decision.patch or {}).get("text"), str):

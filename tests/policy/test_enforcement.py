@@ -443,3 +443,23 @@ decision := {"deny": [{"rule": "tree.max_tool_calls", "message": sprintf("the tr
                     {"role": "tool", "tool_call_id": parent_msg.tool_calls[0].id, "content": "port 6432"}]
         second = c.chat.completions.create(model="m", messages=messages, tools=TOOLS).choices[0].message
     assert not second.tool_calls and "tree.max_tool_calls" in second.content and "2 tool calls" in second.content
+
+
+def test_ask_on_a_final_answer_holds_it_until_decided(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
+    policy = """package proctor
+import rego.v1
+decision := {"ask": [{"rule": "review.answers", "message": "answers about money need a review"}]} if {
+    input.stage == "action"
+    input.action.kind == "assistant"
+    contains(input.action.text, "$")
+}
+"""
+    upstream.answer(Turn(text="Wire $5,000 today."))
+    proxy = make_proxy(policies=str(write_policy(tmp_path / "p", policy)), approval_timeout=5)
+    seen: list[dict[str, Any]] = []
+    approver = approve_when_pending(proxy, "deny", seen)
+    with client(proxy) as c:
+        text = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "what now?"}]).choices[0].message.content
+    approver.join(5)
+    assert seen and seen[0]["action"]["kind"] == "assistant"
+    assert "review.answers" in text and "not approved" in text and "$5,000" not in text
