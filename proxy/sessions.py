@@ -9,7 +9,9 @@ Rules, first match wins; each call records the one that applied (``resolved_by``
 4. ``compaction``: the history was rewritten (truncated, summarised), but its last
    model turn is one Proctor returned: the call continues that reply's session;
 5. ``traceparent``: the W3C trace id, when nothing above applies;
-6. ``new``: a new session, linked as a sub-agent of the session whose recent tool
+6. ``retry``: the official SDKs' own retry (``x-stainless-retry-count`` > 0) of a
+   request Proctor already recorded joins that request's session;
+7. ``new``: a new session, linked as a sub-agent of the session whose recent tool
    call carried this session's first task text.
 
 Whatever a session's calls drop from their context, its trajectory keeps: events
@@ -161,6 +163,12 @@ class SessionResolver:
             return compacted
         if weak_key is not None:
             return _plan(weak_key.session_id, "traceparent", call, history.ROOT, 0, full, parent=weak_key.parent_id)
+        if full and _sdk_retry(headers):
+            # The OpenAI and Anthropic SDKs mark their own retries; an identical earlier
+            # request (usually one that failed) is then this call's first attempt.
+            earlier = await self.store.session_with_node(full[-1])
+            if earlier is not None:
+                return _plan(earlier, "retry", call, full[-1], len(full), [])
         return _plan(new_session_id(), "new", call, history.ROOT, 0, full, parent=await self._spawner(call))
 
     async def _within(self, key: SessionKey, call: Call, full: list[str]) -> Resolution:
@@ -207,6 +215,12 @@ class SessionResolver:
             return None
         since = time.time() - self.config.subagent_window_s
         return await self.store.find_spawner(task_hash(first_task), since)
+
+
+def _sdk_retry(headers: Mapping[str, str]) -> bool:
+    """``x-stainless-retry-count`` > 0: the official SDKs' own retry of a request."""
+    value = headers.get("x-stainless-retry-count", "0").strip()
+    return value.isdigit() and int(value) > 0
 
 
 def _tail_tool_call_ids(call: Call, limit: int = 8) -> list[str]:

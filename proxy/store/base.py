@@ -116,6 +116,9 @@ class SessionStore(Protocol):
         """Which of these tool-call ids the session's trajectory holds as tool calls,
         with the tool each called."""
 
+    async def session_with_node(self, node: str) -> str | None:
+        """The session that most recently recorded this history node (retries)."""
+
     async def find_spawner(self, text_hash: str, since: float) -> str | None:
         """The session that most recently (not before ``since``) made a tool call with
         a string argument of this hash: the likely parent of a new sub-agent."""

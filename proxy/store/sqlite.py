@@ -213,6 +213,13 @@ class SqliteStore:
 
         return self._now(read) if ids else {}
 
+    async def session_with_node(self, node: str) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT session_id FROM nodes WHERE id = ? ORDER BY time DESC LIMIT 1", (node,)).fetchone()
+            return row[0] if row else None
+
+        return self._now(read)
+
     async def find_spawner(self, text_hash: str, since: float) -> str | None:
         def read(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(

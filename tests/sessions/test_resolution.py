@@ -276,3 +276,29 @@ def test_subagent_is_linked_to_the_session_that_spawned_it(make_proxy: Any, upst
     assert cli.main(["sessions", "--store", store_url]) == 0
     listing = capsys.readouterr().out
     assert parent in listing and child in listing
+
+
+def test_sdk_retry_of_a_failed_first_call_joins_its_session(make_proxy: Any, upstream: Any) -> None:
+    """The OpenAI SDK retries a 500 by itself, marking it x-stainless-retry-count: the
+    retry belongs with the failed attempt, not in a new session."""
+    import openai
+
+    from proxy.scripted_model import Fault
+
+    attempts: list[int] = []
+
+    def flaky(api: str, body: dict[str, Any]) -> Turn | Fault:
+        attempts.append(1)
+        return Fault(status=500) if len(attempts) == 1 else Turn(text="ok")
+
+    upstream.answer(flaky)
+    proxy = make_proxy()
+    c = openai.OpenAI(base_url=proxy.url, api_key="sk-x", max_retries=2)
+    raw = c.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "a first task"}])
+    assert raw.parse().choices[0].message.content == "ok" and len(attempts) == 2
+    sid = raw.headers["x-proctor-session"]
+    assert [(c.status, c.resolved_by) for c in calls(proxy, sid)] == [(500, "new"), (200, "retry")]
+    assert [e.text for e in events(proxy, sid) if e.kind.value == "user"] == ["a first task"]  # not recorded twice
+    # without the SDK's mark, an identical request is someone else's first call (a twin)
+    sid2, _ = chat(proxy, [{"role": "user", "content": "a first task"}])
+    assert sid2 != sid
