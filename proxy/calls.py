@@ -144,12 +144,11 @@ class ModelCall:
             self.res = await proxy.sessions.resolve(request.headers, None)
             return await self._fail(err)
 
+        self.res = await proxy.sessions.resolve(request.headers, call)
         if call.tools and isinstance(call.params.get("n"), int) and call.params["n"] > 1:
-            self.res = await proxy.sessions.resolve(request.headers, call)
             return await self._fail(InvalidRequest(
                 "n > 1 with tools is not supported: Proctor judges the tool calls of one choice; send n = 1",
                 code="unsupported_parameter", param="n"))
-        self.res = await proxy.sessions.resolve(request.headers, call)
         self.enf = await Enforcement.open(
             proxy.policy, proxy.approvals, proxy.store, call, self.res, self.call_id, request.headers,
             proxy.config.policy_window,

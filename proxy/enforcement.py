@@ -89,25 +89,26 @@ class Enforcement:
         self.records[-1] = replace(self.records[-1], result={"policy": self.records[-1].result, "approval": approval.to_dict()})
         return approval.status == "approved"
 
+    async def _refusals(self, stage: str, decision: Decision, subject: TrajectoryEvent | None, hold: bool = True) -> tuple[Finding, ...]:
+        """What refuses the judged thing: enforced terminate and deny findings, else an
+        enforced ask that a person did not approve (``hold=False``: nobody is asked)."""
+        if decision.blocks:
+            return decision.enforced(decision.terminate) + decision.enforced(decision.deny)
+        asks = decision.enforced(decision.ask)
+        if asks and hold and not await self._approved(stage, decision, subject):
+            return tuple(replace(f, message=f.message + " (not approved)") for f in asks)
+        return ()
+
     async def check_request(self) -> tuple[Finding, ...]:
         """The findings that refuse this call, or () to let it go upstream."""
         if self.view.record is not None and self.view.record.status == "terminated":
             return (TERMINATED,)
-        decision = await self._judge("request", list(self.res.append), None, None)
-        if decision.blocks:
-            return decision.enforced(decision.terminate) + decision.enforced(decision.deny)
-        if decision.enforced(decision.ask) and not await self._approved("request", decision, None):
-            return tuple(replace(f, message=f.message + " (not approved)") for f in decision.enforced(decision.ask))
-        return ()
+        return await self._refusals("request", await self._judge("request", list(self.res.append), None, None), None)
 
     async def check_action(self, action: TrajectoryEvent, ordinal: int, earlier: list[TrajectoryEvent]) -> ActionEdit:
         """Judge the reply's ``ordinal``-th tool call, with the reply's ``earlier`` events appended."""
         decision = await self._judge("action", [*self.res.append, *earlier], action, ordinal)
-        findings: tuple[Finding, ...] = ()
-        if decision.blocks:
-            findings = decision.enforced(decision.terminate) + decision.enforced(decision.deny)
-        elif decision.enforced(decision.ask) and not await self._approved("action", decision, action):
-            findings = tuple(replace(f, message=f.message + " (not approved)") for f in decision.enforced(decision.ask))
+        findings = await self._refusals("action", decision, action)
         if findings:
             self.action_labels[ordinal] = {"denied": [{"rule": f.rule, "message": f.message} for f in findings]}
             return ActionEdit("deny", message=refusal_text(action, findings))
@@ -123,11 +124,7 @@ class Enforcement:
         verdict is recorded, and an ask is not held."""
         decision = await self._judge("action", [*self.res.append, *earlier], message, MESSAGE)
         text: str | None = None
-        findings: tuple[Finding, ...] = ()
-        if decision.blocks:
-            findings = decision.enforced(decision.terminate) + decision.enforced(decision.deny)
-        elif decision.enforced(decision.ask) and not delivered and not await self._approved("action", decision, message):
-            findings = tuple(replace(f, message=f.message + " (not approved)") for f in decision.enforced(decision.ask))
+        findings = await self._refusals("action", decision, message, hold=not delivered)
         if findings:
             self.action_labels[MESSAGE] = {"denied": [{"rule": f.rule, "message": f.message} for f in findings]}
             text = refusal_text(None, findings).replace("this request", "this answer")
