@@ -150,8 +150,7 @@ class ModelCall:
                 "n > 1 with tools is not supported: Proctor judges the tool calls of one choice; send n = 1",
                 code="unsupported_parameter", param="n"))
         self.enf = await Enforcement.open(
-            proxy.policy, proxy.approvals, proxy.store, call, self.res, self.call_id, request.headers,
-            proxy.config.policy_window,
+            proxy.policy, proxy.approvals, proxy.store, call, self.res, self.call_id, request.headers
         )
         refused = await self.enf.check_request()
         if refused:

@@ -147,7 +147,8 @@ async def _replay(args: argparse.Namespace) -> Any:
     # The policy as it would be enforced: no reload, no shadowed rules unless asked, and
     # the embedded engine (an OPA sidecar would get the tried policy pushed into it).
     config = config.model_copy(update={
-        "policy_reload_interval": 0, "policy_mode": args.mode, "shadow_rules": (), "policy_engine": "embedded"})
+        "policy_reload_interval": 0, "policy_mode": args.mode, "shadow_rules": (), "policy_engine": "embedded",
+        **({"policy_window": args.window} if args.window is not None else {})})
     sources = list(args.sources)
     file = sources[0] if args.store is None and len(sources) == 1 and (
         sources[0] == "-" or os.path.isfile(sources[0]) or sources[0].endswith((".jsonl", ".json"))) else None
@@ -155,7 +156,7 @@ async def _replay(args: argparse.Namespace) -> Any:
     try:
         await point.start()
         report = ReplayReport(args.policies, point.revision, keep_all=args.all)
-        replayer = Replayer(point, config.policy_window if args.window is None else args.window)
+        replayer = Replayer(point, point.window)
 
         async def consume(item: Any, progress: Progress) -> None:
             progress.advance()

@@ -60,9 +60,9 @@ class Enforcement:
     @classmethod
     async def open(
         cls, point: PolicyPoint, approvals: Approvals, store: SessionStore, call: Call, res: Resolution,
-        call_id: str, headers: Mapping[str, str], window: int,
+        call_id: str, headers: Mapping[str, str],
     ) -> Enforcement:
-        record, recent = await store.session_view(res.session_id, window)
+        record, recent = await store.session_view(res.session_id, point.window)
         view = SessionView(record, recent, dict(record.labels) if record else {})
         return cls(point, approvals, call, res, call_id, client_identity(headers), view)
 
@@ -70,9 +70,10 @@ class Enforcement:
     def labels(self) -> dict[str, Any]:
         return self.view.labels
 
-    async def _judge(self, stage: str, current: list[TrajectoryEvent], action: TrajectoryEvent | None, index: int | None) -> Decision:
+    async def _judge(self, stage: str, reply: list[TrajectoryEvent], action: TrajectoryEvent | None, index: int | None) -> Decision:
+        """Ask the policy; ``reply`` are the reply's events judged before ``action``."""
         rec = await self.point.judge(
-            stage, self.view, self.res.session_id, self.call_id, current, self.res.append, action, self.call, self.client
+            stage, self.view, self.res.session_id, self.call_id, self.res.append, reply, action, self.call, self.client
         )
         self.records.append(replace(rec, action_index=index))
         if rec.decision.enforced(rec.decision.terminate):
@@ -103,11 +104,11 @@ class Enforcement:
         """The findings that refuse this call, or () to let it go upstream."""
         if self.view.record is not None and self.view.record.status == "terminated":
             return (TERMINATED,)
-        return await self._refusals("request", await self._judge("request", list(self.res.append), None, None), None)
+        return await self._refusals("request", await self._judge("request", [], None, None), None)
 
     async def check_action(self, action: TrajectoryEvent, ordinal: int, earlier: list[TrajectoryEvent]) -> ActionEdit:
         """Judge the reply's ``ordinal``-th tool call, with the reply's ``earlier`` events appended."""
-        decision = await self._judge("action", [*self.res.append, *earlier], action, ordinal)
+        decision = await self._judge("action", earlier, action, ordinal)
         findings = await self._refusals("action", decision, action)
         if findings:
             self.action_labels[ordinal] = {"denied": [{"rule": f.rule, "message": f.message} for f in findings]}
@@ -122,7 +123,7 @@ class Enforcement:
         """Judge the reply's final text; a denial, an unapproved ask or a text patch
         replaces it. In a stream the text has already flowed (``delivered``): the
         verdict is recorded, and an ask is not held."""
-        decision = await self._judge("action", [*self.res.append, *earlier], message, MESSAGE)
+        decision = await self._judge("action", earlier, message, MESSAGE)
         text: str | None = None
         findings = await self._refusals("action", decision, message, hold=not delivered)
         if findings:

@@ -8,9 +8,11 @@ policies/input.schema.json)::
 
     stage        "request" (what arrives with a call) or "action" (each tool call / final message)
     session      id, parent, root, depth, labels, counters, started, status, events
-    trajectory   the session's most recent events (a window, see policy_window)
-                 followed by this call's events so far
-    new          the events this call adds
+    trajectory   the last ``window`` events before the reply (stored ones, then this
+                 call's new ones), then the reply's events judged so far; texts cut
+                 to ``text_limit`` characters
+    new          the events this call adds (whole texts at the request stage, where
+                 they are judged; cut like the trajectory's at the action stage)
     action       the pending tool call or final message (stage "action")
     call         api, model, tools, params, client
 """
@@ -72,18 +74,24 @@ class SessionView:
         return self.record.events if self.record else 0
 
 
-def event_doc(ev: TrajectoryEvent, seq: int | None = None) -> dict[str, Any]:
-    return {
+def event_doc(ev: TrajectoryEvent, seq: int | None = None, text_limit: int = 0) -> dict[str, Any]:
+    """An event as policies see it; ``text_limit`` > 0 cuts a longer text (and says so)."""
+    text = ev.text
+    doc = {
         "seq": ev.seq if ev.seq is not None else seq,
         "kind": ev.kind.value,
         "role": ev.role,
-        "text": ev.text,
+        "text": text,
         "tool_name": ev.tool_name,
         "arguments": ev.arguments,
         "tool_call_id": ev.tool_call_id,
         "labels": ev.labels,
         "call_id": ev.call_id,
     }
+    if text_limit and text is not None and len(text) > text_limit:
+        doc["text"] = text[:text_limit]
+        doc["text_length"] = len(text)
+    return doc
 
 
 def call_doc(call: Call | None, client: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +110,7 @@ class PolicyPoint:
     def __init__(
         self, engine: PolicyEngine, *, policies: str | Path | None, query: str, mode: str,
         shadow_rules: Sequence[str], fail_open: bool, timeout: float, reload_interval: float,
+        window: int = 16, text_limit: int = 2000,
     ) -> None:
         self.engine = engine
         self.root = Path(policies) if policies else bundled_library()
@@ -111,6 +120,8 @@ class PolicyPoint:
         self.fail_open = fail_open
         self.timeout = timeout
         self.reload_interval = reload_interval
+        self.window = window  # events before the reply that the trajectory keeps
+        self.text_limit = text_limit  # characters of a text the trajectory keeps (0: all)
         self.revision = ""
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._watcher: asyncio.Task[None] | None = None
@@ -154,13 +165,27 @@ class PolicyPoint:
                 log.exception("policy reload failed")
 
     def build_input(
-        self, stage: str, view: SessionView, session_id: str, current: Sequence[TrajectoryEvent],
-        new: Sequence[TrajectoryEvent], action: TrajectoryEvent | None, call: Call | None, client: dict[str, Any],
+        self, stage: str, view: SessionView, session_id: str, new: Sequence[TrajectoryEvent],
+        reply: Sequence[TrajectoryEvent], action: TrajectoryEvent | None, call: Call | None, client: dict[str, Any],
     ) -> dict[str, Any]:
+        """The input document. Its size is bounded whatever the session's or the
+        request's length: the trajectory keeps ``window`` events before the reply
+        and cuts texts; only ``new`` at the request stage carries whole texts."""
         rec = view.record
         base = view.base_seq
-        trajectory = [event_doc(ev) for ev in view.window]
-        trajectory += [event_doc(ev, base + i) for i, ev in enumerate(current)]
+        limit = self.text_limit
+        whole = stage == "request"
+        new_docs = [event_doc(ev, base + i, 0 if whole else limit) for i, ev in enumerate(new)]
+        # the last `window` events before the reply: stored ones, then this call's new ones
+        kept_new = min(len(new), self.window)
+        kept_stored = min(len(view.window), self.window - kept_new)
+        trajectory = [event_doc(ev, text_limit=limit) for ev in view.window[len(view.window) - kept_stored:]]
+        if whole and limit:
+            trajectory += [event_doc(new[i], base + i, limit) for i in range(len(new) - kept_new, len(new))]
+        else:
+            trajectory += new_docs[len(new) - kept_new:]
+        first_reply = base + len(new)
+        trajectory += [event_doc(ev, first_reply + i, limit) for i, ev in enumerate(reply)]
         return {
             "stage": stage,
             "session": {
@@ -176,16 +201,18 @@ class PolicyPoint:
                 "events": base,
             },
             "trajectory": trajectory,
-            "new": [event_doc(ev, base + len(current) - len(new) + i) for i, ev in enumerate(new)],
-            "action": event_doc(action, base + len(current)) if action is not None else None,
+            "new": new_docs,
+            "action": event_doc(action, first_reply + len(reply)) if action is not None else None,
             "call": call_doc(call, client),
         }
 
     async def judge(
-        self, stage: str, view: SessionView, session_id: str, call_id: str, current: Sequence[TrajectoryEvent],
-        new: Sequence[TrajectoryEvent], action: TrajectoryEvent | None, call: Call | None, client: dict[str, Any],
+        self, stage: str, view: SessionView, session_id: str, call_id: str, new: Sequence[TrajectoryEvent],
+        reply: Sequence[TrajectoryEvent], action: TrajectoryEvent | None, call: Call | None, client: dict[str, Any],
     ) -> DecisionRecord:
-        doc = self.build_input(stage, view, session_id, current, new, action, call, client)
+        """One decision: ``new`` are the events the call adds, ``reply`` the reply's
+        events judged before ``action``."""
+        doc = self.build_input(stage, view, session_id, new, reply, action, call, client)
         t0 = time.perf_counter()
         result: Any = None
         error: str | None = None
@@ -204,15 +231,15 @@ class PolicyPoint:
             decision = Decision(warn=(finding,)) if self.fail_open else Decision(deny=(finding,))
         eval_ms = (time.perf_counter() - t0) * 1000
         view.labels.update(decision.labels)
-        base = view.base_seq
         # The decision log keeps events by reference (seq ranges), not copies.
-        del doc["trajectory"]
+        seen = doc.pop("trajectory")
+        end = view.base_seq + len(new) + len(reply)
         news = doc["new"]
         doc["new"] = {"count": len(news), "from_seq": news[0]["seq"] if news else None,
                       "to_seq": news[-1]["seq"] + 1 if news else None}
         return DecisionRecord(
             decision_id=str(uuid.uuid4()), session_id=session_id, call_id=call_id, stage=stage, path=self.query,
-            input=doc, trajectory_range=(base - len(view.window), base + len(current)), result=result,
+            input=doc, trajectory_range=(seen[0]["seq"] if seen else end, end), result=result,
             decision=decision, revision=revision, engine=self.engine.name, eval_ms=eval_ms, time=time.time(),
             error=error,
         )

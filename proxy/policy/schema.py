@@ -26,6 +26,9 @@ class EventDoc(_Doc):
     tool_call_id: str | None
     labels: dict[str, Any] = Field(description="what Proctor knows about the event: denied, unverified, orphan, rewritten, ...")
     call_id: str | None
+    text_length: int | None = Field(
+        None, description="present when the text was cut to policy_text_limit characters: the whole text's length"
+    )
 
 
 class SessionDoc(_Doc):
@@ -67,8 +70,14 @@ class PolicyInput(_Doc):
 
     stage: Literal["request", "action"]
     session: SessionDoc
-    trajectory: list[EventDoc] = Field(description="the last policy_window stored events, then this call's events so far")
-    new: list[EventDoc] = Field(description="the events this call adds (user turns, tool results)")
+    trajectory: list[EventDoc] = Field(
+        description="the last policy_window events before the reply (stored, then this call's new ones), then the"
+        " reply's events judged so far; texts cut to policy_text_limit characters"
+    )
+    new: list[EventDoc] = Field(
+        description="the events this call adds (user turns, tool results): whole texts at the request stage,"
+        " cut like the trajectory's at the action stage"
+    )
     action: EventDoc | None = Field(description="the pending tool call or final message (stage action)")
     call: CallDoc
 

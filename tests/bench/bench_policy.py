@@ -78,7 +78,7 @@ async def measure(point: PolicyPoint, store: SqliteStore, session_id: str, round
     samples = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        enf = await Enforcement.open(point, approvals, store, call, res, "c", {}, window)
+        enf = await Enforcement.open(point, approvals, store, call, res, "c", {})
         await enf.check_request()
         await enf.check_action(action, 0, [])
         samples.append((time.perf_counter() - t0) * 1000)

@@ -1,0 +1,81 @@
+"""The input document stays bounded: the trajectory keeps ``window`` events
+before the reply, texts outside the judged events are cut, and the decision log
+points at exactly the events the policy saw."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from adapters.model import Call, EventKind, TrajectoryEvent
+from proxy.policy.embedded import EmbeddedEngine
+from proxy.policy.point import PolicyPoint, SessionView
+from proxy.policy.schema import PolicyInput
+from proxy.store.base import SessionRecord
+
+
+def point(tmp_path: Path, window: int, text_limit: int) -> PolicyPoint:
+    (tmp_path / "p.rego").write_text('package proctor\nimport rego.v1\ndecision := {"allow": true}\n')
+    return PolicyPoint(EmbeddedEngine(), policies=tmp_path, query="data.proctor.decision", mode="enforce",
+                       shadow_rules=(), fail_open=False, timeout=5, reload_interval=0, window=window,
+                       text_limit=text_limit)
+
+
+def result(i: int, text: str) -> TrajectoryEvent:
+    return TrajectoryEvent(kind=EventKind.TOOL_RESULT, text=text, tool_name="read", tool_call_id=f"c{i}")
+
+
+def view(stored: int) -> SessionView:
+    record = SessionRecord(id="s", started=0.0, last_call=0.0, calls=1, events=stored, status="active")
+    window = [TrajectoryEvent(kind=EventKind.USER, text=f"stored {i} " + "x" * 50, seq=i) for i in range(stored - 4, stored)]
+    return SessionView(record, window, {})
+
+
+CALL = Call(api="chat", model="m", stream=False, history=())
+CLIENT = {"key_id": None, "agent": None, "user_agent": None}
+
+
+def test_request_stage_keeps_new_texts_whole_and_cuts_the_trajectory(tmp_path: Path) -> None:
+    p = point(tmp_path, window=3, text_limit=10)
+    new = [result(i, f"result {i} " + "y" * 40) for i in range(2)]
+    doc = p.build_input("request", view(100), "s", new, [], None, CALL, CLIENT)
+    PolicyInput.model_validate(doc)
+    assert [e["seq"] for e in doc["trajectory"]] == [99, 100, 101]  # the last stored event, then the two new ones
+    assert all(len(e["text"]) == 10 and e["text_length"] > 10 for e in doc["trajectory"])
+    assert [e["text"] for e in doc["new"]] == [ev.text for ev in new]  # judged here: whole
+    assert all("text_length" not in e for e in doc["new"])
+
+
+def test_action_stage_appends_the_reply_and_cuts_new_texts(tmp_path: Path) -> None:
+    p = point(tmp_path, window=3, text_limit=10)
+    new = [result(i, "z" * 30) for i in range(5)]  # more new events than the window holds
+    earlier = TrajectoryEvent(kind=EventKind.TOOL_CALL, tool_name="a", arguments={}, tool_call_id="r0")
+    action = TrajectoryEvent(kind=EventKind.TOOL_CALL, tool_name="send", arguments={"body": "w" * 30}, tool_call_id="r1",
+                             text="t" * 30)
+    doc = p.build_input("action", view(100), "s", new, [earlier], action, CALL, CLIENT)
+    PolicyInput.model_validate(doc)
+    assert [e["seq"] for e in doc["trajectory"]] == [102, 103, 104, 105]  # 3 of the new ones, then the reply's call
+    assert doc["trajectory"][-1]["tool_name"] == "a"
+    assert [len(e["text"]) for e in doc["new"]] == [10] * 5
+    assert doc["action"]["seq"] == 106 and doc["action"]["text"] == "t" * 30  # the judged action is whole
+
+
+def test_zero_text_limit_keeps_everything_and_zero_window_keeps_only_the_reply(tmp_path: Path) -> None:
+    p = point(tmp_path, window=0, text_limit=0)
+    new = [result(0, "q" * 5000)]
+    doc = p.build_input("action", view(10), "s", new, [], None, CALL, CLIENT)
+    assert doc["trajectory"] == [] and doc["new"][0]["text"] == "q" * 5000
+
+
+def test_decision_log_range_is_what_the_policy_saw(tmp_path: Path) -> None:
+    p = point(tmp_path, window=3, text_limit=10)
+
+    async def judge() -> tuple[int, int]:
+        await p.start()
+        try:
+            rec = await p.judge("request", view(100), "s", "c", [result(0, "a")], [], None, CALL, {})
+            return rec.trajectory_range
+        finally:
+            await p.close()
+
+    assert asyncio.run(judge()) == (98, 101)
