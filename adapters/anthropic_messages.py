@@ -33,9 +33,11 @@ from adapters.common import (
     type_name,
     usage_of,
 )
+from adapters.memo import MessageMemo, decode_with
 from adapters.model import Call, EventKind, Reply, ToolSpec, TrajectoryEvent, Usage
 from adapters.sse import SSEParser
 
+_MEMO = MessageMemo()  # request items this process has decoded, by their bytes (adapters/memo.py)
 _ROLES = ("user", "assistant", "system")
 _KINDS = {"user": EventKind.USER, "assistant": EventKind.ASSISTANT, "system": EventKind.SYSTEM}
 _SKIPPED = frozenset({"thinking", "redacted_thinking"})
@@ -73,8 +75,8 @@ class MessagesAdapter:
             content = message.get("content")
             if content is None:
                 raise BadRequest(f"'{path}.content' is required.", "missing_field", f"{path}.content")
-            _check_content(content, f"{path}.content")
-            _content_events(content, role, history, names)
+            history += decode_with(_MEMO, message, _inherited_names(content, names), names,
+                                   lambda: _message_events(content, role, f"{path}.content", names))  # noqa: B023
         return Call(
             api=self.api,
             model=model,
@@ -108,6 +110,22 @@ class MessagesAdapter:
         if param is not None:
             error["param"] = param
         return {"type": "error", "error": error}
+
+
+def _message_events(content: Any, role: str, path: str, names: dict[str, str]) -> list[TrajectoryEvent]:
+    """Validate one request message's content; its events."""
+    _check_content(content, path)
+    out: list[TrajectoryEvent] = []
+    _content_events(content, role, out, names)
+    return out
+
+
+def _inherited_names(content: Any, names: dict[str, str]) -> tuple[str | None, ...]:
+    """What a message's tool results take from the calls before them: the tools' names."""
+    if not isinstance(content, list):
+        return ()
+    return tuple(names.get(b["tool_use_id"]) for b in content
+                 if isinstance(b, dict) and b.get("type") == "tool_result" and isinstance(b.get("tool_use_id"), str))
 
 
 def _check_content(content: Any, path: str) -> None:

@@ -31,12 +31,14 @@ from adapters.common import (
     text_pieces,
     usage_of,
 )
+from adapters.memo import MessageMemo, decode_with
 from adapters.model import Call, EventKind, Reply, ToolSpec, TrajectoryEvent, Usage
 from adapters.sse import SSEParser
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _KINDS = {"system": EventKind.SYSTEM, "developer": EventKind.SYSTEM, "user": EventKind.USER}
 _NOT_PARAMS = frozenset({"model", "messages", "tools", "functions", "stream"})
+_MEMO = MessageMemo()  # messages this process has decoded, by their bytes (adapters/memo.py)
 _TOOL_SHAPE = 'an object such as {"type": "function", "function": {"name": "...", "parameters": {...}}}'
 
 
@@ -52,7 +54,10 @@ class ChatAdapter:
         history: list[TrajectoryEvent] = []
         names: dict[str, str] = {}  # tool_call_id -> tool name, to name the results that follow
         for i, message in enumerate(messages):
-            _request_message(message, f"messages[{i}]", history, names)
+            history += decode_with(
+                _MEMO, message, _inherited_name(message, names), names,
+                lambda: _request_message(message, f"messages[{i}]", names),  # noqa: B023 - called at once
+            )
         return Call(
             api=self.api,
             model=model,
@@ -88,7 +93,16 @@ class ChatAdapter:
         return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def _request_message(message: Any, path: str, out: list[TrajectoryEvent], names: dict[str, str]) -> None:
+def _inherited_name(message: Any, names: dict[str, str]) -> str | None:
+    """What a tool result's event takes from the call before it: the tool's name."""
+    if isinstance(message, dict) and message.get("role") == "tool" and isinstance(message.get("tool_call_id"), str):
+        return names.get(message["tool_call_id"])
+    return None
+
+
+def _request_message(message: Any, path: str, names: dict[str, str]) -> list[TrajectoryEvent]:
+    """Validate one request message; its events."""
+    out: list[TrajectoryEvent] = []
     message = need_object(message, path, 'a message object such as {"role": "user", "content": "..."}')
     role = message.get("role")
     if role == "assistant":
@@ -125,6 +139,7 @@ def _request_message(message: Any, path: str, out: list[TrajectoryEvent], names:
         out.append(TrajectoryEvent(kind=EventKind.TOOL_RESULT, text=text, tool_name=name, role=role))
     else:
         raise bad_role(path, role, _ROLES)
+    return out
 
 
 def _text_parts(content: Any, path: str, *, strict: bool) -> list[str]:

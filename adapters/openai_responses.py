@@ -29,9 +29,11 @@ from adapters.common import (
     text_pieces,
     usage_of,
 )
+from adapters.memo import MessageMemo, decode_with
 from adapters.model import Call, EventKind, Reply, ToolSpec, TrajectoryEvent
 from adapters.sse import SSEParser
 
+_MEMO = MessageMemo()  # request items this process has decoded, by their bytes (adapters/memo.py)
 _ROLES = ("user", "system", "developer", "assistant")
 _KINDS = {
     "user": EventKind.USER,
@@ -67,10 +69,8 @@ class ResponsesAdapter:
         elif isinstance(items, list):
             names: dict[str, str] = {}  # call_id -> tool name, to name the outputs that follow
             for i, item in enumerate(items):
-                _check_item(item, f"input[{i}]")
-                event = _item_event(item, names)
-                if event is not None:
-                    history.append(event)
+                history += decode_with(_MEMO, item, _inherited_name(item, names), names,
+                                       lambda: _input_item(item, f"input[{i}]", names))  # noqa: B023 - called at once
         elif items is not None or "prompt" not in body:  # a stored prompt may stand in for input
             code = "missing_field" if items is None else "invalid_type"
             raise BadRequest("'input' must be a string or an array of input items.", code, "input")
@@ -142,6 +142,20 @@ def _check_item(item: Any, path: str) -> None:
         )
     elif not isinstance(kind, str):
         raise BadRequest(f"'{path}.type' must be a string.", "invalid_type", f"{path}.type")
+
+
+def _input_item(item: Any, path: str, names: dict[str, str]) -> list[TrajectoryEvent]:
+    """Validate one input item; its event, if it is a turn."""
+    _check_item(item, path)
+    event = _item_event(item, names)
+    return [event] if event is not None else []
+
+
+def _inherited_name(item: Any, names: dict[str, str]) -> str | None:
+    """What a tool output's event takes from the call before it: the tool's name."""
+    if isinstance(item, dict) and item.get("type") in _OUTPUTS and isinstance(item.get("call_id"), str):
+        return names.get(item["call_id"])
+    return None
 
 
 def _item_event(item: dict[str, Any], names: dict[str, str]) -> TrajectoryEvent | None:

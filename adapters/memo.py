@@ -1,0 +1,84 @@
+"""Decoded messages remembered by their bytes.
+
+Agents re-send their whole history on every call, so all but the last few
+messages of a request were decoded (and hashed) on an earlier call. The memo
+maps a message's JSON bytes, plus whatever context its events depend on (the
+tool name a result inherits from its call), to the events decoded from it the
+first time. Serialising a message with orjson costs a fraction of decoding it;
+the cached events are frozen and carry their hashes, so a hit skips both.
+
+Only messages that decoded cleanly are remembered: a message that fails
+validation is decoded again (and fails again with its own path) every time.
+Bounded by entries and by the bytes of the keys, least recently used first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Hashable, Sequence
+
+import orjson
+
+from adapters.model import EventKind, TrajectoryEvent
+
+Key = tuple[bytes, Hashable]
+
+
+class MessageMemo:
+    def __init__(self, max_entries: int = 50_000, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Key, tuple[TrajectoryEvent, ...]] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(message: object, context: Hashable = None) -> Key | None:
+        """The memo key of a message, or None when it cannot be serialised (then it is never cached)."""
+        try:
+            return orjson.dumps(message), context
+        except TypeError:
+            return None
+
+    def get(self, key: Key | None) -> tuple[TrajectoryEvent, ...] | None:
+        if key is None:
+            return None
+        events = self._items.get(key)
+        if events is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return events
+
+    def put(self, key: Key | None, events: tuple[TrajectoryEvent, ...]) -> None:
+        if key is None or key in self._items:
+            return
+        for ev in events:
+            ev.hash  # computed once, here, and kept with the cached event
+        self._items[key] = events
+        self._bytes += len(key[0])
+        while self._items and (len(self._items) > self.max_entries or self._bytes > self.max_bytes):
+            old, _ = self._items.popitem(last=False)
+            self._bytes -= len(old[0])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def decode_with(
+    memo: MessageMemo, message: object, context: Hashable, names: dict[str, str],
+    decode: Callable[[], Sequence[TrajectoryEvent]],
+) -> tuple[TrajectoryEvent, ...]:
+    """The events of one message: remembered, or ``decode()``d (which validates the
+    message and records the tool names its calls define in ``names``). A remembered
+    message's calls define their names again here, as decoding would have."""
+    key = memo.key(message, context)
+    known = memo.get(key)
+    if known is None:
+        known = tuple(decode())
+        memo.put(key, known)
+    else:
+        names.update((ev.tool_call_id, ev.tool_name) for ev in known
+                     if ev.kind is EventKind.TOOL_CALL and ev.tool_call_id and ev.tool_name)
+    return known
