@@ -178,7 +178,9 @@ class SessionResolver:
             base = full[match.length - 1] if match.length else history.ROOT
             return _plan(key.session_id, key.rule, call, base, match.length, full[match.length:], parent=key.parent_id)
         anchor = await self._anchor(call, key.session_id)
-        known = await self.store.known_hashes(key.session_id, [ev.hash for ev in call.history[: max(anchor, 0)]])
+        # only the unmatched events before the anchor can be ones the session holds elsewhere
+        unmatched = call.history[match.length: max(anchor, 0)]
+        known = await self.store.known_hashes(key.session_id, [ev.hash for ev in unmatched])
         base = full[match.length - 1] if match.length else history.ROOT
         return _plan(
             key.session_id, key.rule, call, base, match.length, full[match.length:],
