@@ -108,7 +108,7 @@ SOURCE = ROOT  # the source tree Proctor runs from (--source)
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
-from tests.bench.model_server import REPLY_ARGS  # noqa: E402
+from tests.bench.model_server import reply_args  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CHAT = "/v1/chat/completions"
@@ -348,7 +348,6 @@ def headers_for(session_id: str) -> dict[str, str]:
 
 
 _TOOLS_JSON = orjson.dumps(TOOLS)
-_REPLY_ARGUMENTS = orjson.dumps(REPLY_ARGS).decode()
 
 
 class GrowingConversation:
@@ -375,19 +374,22 @@ class GrowingConversation:
         self.buf += b",".join(parts)
         self.turns = 0
         self.nonce = nonce
+        self.messages = len(parts)
 
     def body(self) -> bytes:
         return bytes(self.buf) + b"]}"
 
     def extend(self) -> None:
-        """Append the tool call the model answered and a (new) result for it."""
+        """Append the tool call the model answered to the last body and a (new) result for it."""
         self.turns += 1
         call_id = f"call_{self.nonce}{self.turns:08d}"
+        arguments = orjson.dumps(reply_args(self.messages)).decode()
         reply = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": call_id, "type": "function", "function": {"name": "read_file", "arguments": _REPLY_ARGUMENTS}}]}
+            {"id": call_id, "type": "function", "function": {"name": "read_file", "arguments": arguments}}]}
         result = {"role": "tool", "tool_call_id": call_id,
                   "content": f"{self.turns:>4}  class SessionStore:  # turn {self.turns} of {self.session_id}"}
         self.buf += b"," + orjson.dumps(reply) + b"," + orjson.dumps(result)
+        self.messages += 2
 
 
 # ---- processes -----------------------------------------------------------------

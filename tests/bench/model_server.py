@@ -1,6 +1,8 @@
 """The benchmark's fast fake upstream: the scripted model in its own process.
 
-Every call answers the same tool-call turn (``read_file`` with :data:`REPLY_ARGS`),
+Every call answers one tool-call turn (``read_file`` with :func:`reply_args` of the
+request's message count: an agent that re-sends its history gets a new call each
+turn, as from a real model, not one the loop rules would stop),
 streamed in 30 pieces when asked to stream, with no request recording, on
 uvloop when it is installed.
 
@@ -17,10 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from proxy.scripted_model import ToolCallSpec, Turn, create_model_app  # noqa: E402
 
-# The arguments of the one tool call the model always makes. A client that
-# continues a session sends this call back as the assistant turn.
-REPLY_ARGS = {"path": "src/forge/store/session_store.py", "start_line": 1, "end_line": 240}
-REPLY_TURN = Turn(tool_calls=(ToolCallSpec("read_file", REPLY_ARGS),), input_tokens=2100, output_tokens=38)
+
+
+def reply_args(n_messages: int) -> dict[str, object]:
+    """The arguments of the tool call the model makes for a request of ``n_messages``
+    messages. A client that continues a session sends this call back as the assistant turn."""
+    return {"path": "src/forge/store/session_store.py", "start_line": n_messages, "end_line": n_messages + 240}
+
+
+def reply_turn(api: str, body: dict[str, object]) -> Turn:
+    messages = body.get("messages")
+    n = len(messages) if isinstance(messages, list) else 0
+    return Turn(tool_calls=(ToolCallSpec("read_file", reply_args(n)),), input_tokens=2100, output_tokens=38)
 
 
 def main() -> None:
@@ -35,7 +45,7 @@ def main() -> None:
         import uvloop
     except ImportError:  # pragma: no cover
         uvloop = None
-    app = create_model_app(lambda api, body: REPLY_TURN, chunks=args.chunks, record=False)
+    app = create_model_app(reply_turn, chunks=args.chunks, record=False)
     web.run_app(
         app, host=args.host, port=args.port, print=None, access_log=None,
         loop=uvloop.new_event_loop() if uvloop else None,
