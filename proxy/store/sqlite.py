@@ -162,8 +162,13 @@ class SqliteStore:
             if in_tx and conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [(fut, False, e) for _, _, fut in batch]
-        for fut, ok, value in results:
-            fut.get_loop().call_soon_threadsafe(_settle, fut, ok, value)
+        # One wake-up of each event loop per batch: call_soon_threadsafe writes to
+        # the loop's self-pipe, a system call per call otherwise.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for item in results:
+            by_loop.setdefault(item[0].get_loop(), []).append(item)
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     def _now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a small, indexed read on the reader connection (see open())."""
@@ -339,10 +344,11 @@ class SqliteStore:
         return await self._submit(read, write=False)
 
 
-def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in settled:
+        if fut.done():  # cancelled by its caller meanwhile
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
