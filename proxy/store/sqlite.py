@@ -126,6 +126,8 @@ class SqliteStore:
     def _index_search(self, conn: sqlite3.Connection) -> bool:
         """Index one chunk of new events for full-text search; True while more wait."""
         try:
+            if latest_event(conn) <= self._indexed:  # e.g. the batch recorded calls without events
+                return False
             conn.execute("BEGIN IMMEDIATE")
             self._indexed, left = index_pending(conn)
             conn.execute("COMMIT")
