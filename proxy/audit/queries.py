@@ -14,7 +14,8 @@ is by keyset (the sort value and the id of the page's edge session), never by
 offset, so page 1,000 costs what page 1 does.
 
 Text search matches whole words as a phrase through a full-text index; its cost
-grows with the number of events that hold the phrase.
+grows with the number of events that hold the phrase. Events recorded since the
+store's writer last indexed are searched too (``proxy/audit/search.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Mapping
 
 import orjson
 
+from proxy.audit.search import FTS_DDL, fts_phrase, unindexed_matches
 from proxy.errors import InvalidRequest
 from proxy.store.base import SessionRecord
 
@@ -39,7 +41,8 @@ from proxy.store.base import SessionRecord
 #   table keeps them as one space-separated string, which no index can search);
 # - session_clients: who called in each session (the agent header, else the
 #   User-Agent, and the key fingerprint), from each request-stage decision's input;
-# - events_fts: a full-text index over event text, tool names and arguments.
+# - events_fts: a full-text index over event text, tool names and arguments,
+#   kept off the recording path (see proxy/audit/search.py).
 AUDIT_INDEXES: list[str] = [
     # (sort column, id): a walk down the sort order probes the filters with the id
     # from the index and reads a session's row only when it makes the page.
@@ -80,14 +83,7 @@ AUDIT_INDEXES: list[str] = [
     " SELECT session_id, coalesce(json_extract(c, '$.agent'), json_extract(c, '$.user_agent'), ''),"
     " coalesce(json_extract(c, '$.key_id'), ''), t"
     " FROM (SELECT session_id, json_extract(input, '$.call.client') AS c, time AS t FROM decisions WHERE stage = 'request')",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(body, content='', tokenize='unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS audit_events_fts AFTER INSERT ON events BEGIN"
-    " INSERT INTO events_fts (rowid, body) VALUES"
-    " (new.rowid, coalesce(new.text, '') || ' ' || coalesce(new.tool_name, '') || ' ' || coalesce(new.arguments, ''));"
-    " END",
-    "INSERT INTO events_fts (rowid, body)"
-    " SELECT rowid, coalesce(text, '') || ' ' || coalesce(tool_name, '') || ' ' || coalesce(arguments, '') FROM events"
-    " WHERE rowid > coalesce((SELECT rowid FROM events_fts ORDER BY rowid DESC LIMIT 1), 0)",
+    *FTS_DDL,  # the full-text index (proxy/audit/search.py); the store's writer keeps it current
 ]
 
 SORTS = {"last_call": "last activity", "started": "start", "calls": "calls"}
@@ -258,13 +254,7 @@ class _SessionSet:
         return f"EXISTS ({self.sql} AND session_id = s.id)" if self.correlated else f"s.id IN ({self.sql})"
 
 
-def fts_phrase(text: str) -> str:
-    """The user's words as one FTS5 phrase: whole words, in this order (case,
-    accents and punctuation between them do not matter)."""
-    return '"' + text.replace('"', '""') + '"'
-
-
-def _sets(q: SessionQuery) -> list[_SessionSet]:
+def _sets(conn: sqlite3.Connection, q: SessionQuery) -> list[_SessionSet]:
     sets = []
     if q.rule:
         sets.append(_SessionSet("rule", "SELECT session_id FROM decision_rules WHERE rule = ?", (q.rule,)))
@@ -277,10 +267,15 @@ def _sets(q: SessionQuery) -> list[_SessionSet]:
     if q.key:
         sets.append(_SessionSet("key", "SELECT session_id FROM session_clients WHERE key_id = ?", (q.key,)))
     if q.text:
-        sets.append(_SessionSet(
-            "text", "SELECT e.session_id AS session_id FROM events_fts AS f JOIN events AS e ON e.rowid = f.rowid"
-            " WHERE events_fts MATCH ?", (fts_phrase(q.text),), correlated=False,
-        ))
+        phrase = fts_phrase(q.text)
+        sql = ("SELECT e.session_id AS session_id FROM events_fts AS f JOIN events AS e ON e.rowid = f.rowid"
+               " WHERE events_fts MATCH ?")
+        params: tuple[Any, ...] = (phrase,)
+        recent = unindexed_matches(conn, phrase)  # events committed but not indexed yet
+        if recent:
+            sql += " UNION ALL SELECT value FROM json_each(?)"
+            params += (orjson.dumps(recent).decode(),)
+        sets.append(_SessionSet("text", sql, params, correlated=False))
     return sets
 
 
@@ -391,7 +386,7 @@ def find_keys(conn: sqlite3.Connection, q: SessionQuery, limit: int) -> tuple[li
     """The first ``limit`` sessions of the list from the query's edge, and how
     they were found ("walk", "index:<filter>", or "walk-on" when a walk spent its
     budget and went on; see the module's docstring)."""
-    sets = _sets(q)
+    sets = _sets(conn, q)
     finder = _Finder(q, sets)
     edge = q.before or q.after
     if sets:  # a filter with only a few sessions drives at once

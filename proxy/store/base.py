@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from adapters.model import TrajectoryEvent
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,15 @@ before the response that carries it completes.
 Several proxy processes may share the file: ``BEGIN IMMEDIATE`` serialises
 writers across processes, and sequence numbers are read and bumped inside that
 transaction, so the events of one session stay gapless and ordered.
+
+Work that no caller waits for runs when the queue is empty, in bounded steps
+so a call arriving meanwhile waits little: indexing new events for full-text
+search (``proxy/audit/search.py``; searches cover what is not indexed yet).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from adapters.model import TrajectoryEvent
+from proxy.audit.search import MAX_LAG, index_pending, latest_event
 from proxy.store.base import CallRecord, HistoryMatch, NewCall, SessionRecord
 from proxy.store.sqlite_ops import (  # noqa: F401 - _decision_from_row is shared with the audit views
     _decision_from_row,
@@ -34,6 +40,7 @@ from proxy.store.sqlite_ops import (  # noqa: F401 - _decision_from_row is share
 from proxy.store.sqlite_schema import _migrate
 
 T = TypeVar("T")
+log = logging.getLogger("proctor.store")
 
 
 class SqliteStore:
@@ -42,6 +49,7 @@ class SqliteStore:
         self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
+        self._indexed = 0  # events up to this rowid are in the search index (the writer thread's view)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -86,7 +94,18 @@ class SqliteStore:
             loop.call_soon_threadsafe(ready.set_exception, e)
             return
         loop.call_soon_threadsafe(ready.set_result, None)
-        while (job := self._jobs.get()) is not None:
+        behind = True  # events recorded before this process started may await indexing
+        while True:
+            if behind:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:  # idle: one step of deferred work, then look again
+                    behind = self._index_search(conn)
+                    continue
+            else:
+                job = self._jobs.get()
+            if job is None:
+                break
             batch = [job]
             while True:
                 try:
@@ -98,7 +117,26 @@ class SqliteStore:
                     break
                 batch.append(nxt)
             self._run_batch(conn, batch)
+            if any(is_write for _, is_write, _ in batch):
+                behind = True
+                if latest_event(conn) - self._indexed > MAX_LAG:  # never idle: index between batches too
+                    self._index_search(conn)
         conn.close()
+
+    def _index_search(self, conn: sqlite3.Connection) -> bool:
+        """Index one chunk of new events for full-text search; True while more wait."""
+        try:
+            if latest_event(conn) <= self._indexed:  # e.g. the batch recorded calls without events
+                return False
+            conn.execute("BEGIN IMMEDIATE")
+            self._indexed, left = index_pending(conn)
+            conn.execute("COMMIT")
+        except Exception:  # searches still see unindexed events; try again after the next write
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.exception("indexing events for search failed")
+            return False
+        return left > 0
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]]]) -> None:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
@@ -126,8 +164,13 @@ class SqliteStore:
             if in_tx and conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [(fut, False, e) for _, _, fut in batch]
-        for fut, ok, value in results:
-            fut.get_loop().call_soon_threadsafe(_settle, fut, ok, value)
+        # One wake-up of each event loop per batch: call_soon_threadsafe writes to
+        # the loop's self-pipe, a system call per call otherwise.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for item in results:
+            by_loop.setdefault(item[0].get_loop(), []).append(item)
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     def _now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a small, indexed read on the reader connection (see open())."""
@@ -303,10 +346,11 @@ class SqliteStore:
         return await self._submit(read, write=False)
 
 
-def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in settled:
+        if fut.done():  # cancelled by its caller meanwhile
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)

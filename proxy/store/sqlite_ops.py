@@ -78,106 +78,128 @@ def _decision_from_row(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
+_INSERT_EVENTS = (
+    "INSERT INTO events (session_id, seq, call_id, kind, role, text, tool_name, arguments, tool_call_id, labels, hash, time)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent]:
+    """One call in the caller's transaction: its session's row is read once and
+    written once (the root's tree totals once more when the session is a child)."""
     call = new.call
+    sid = call.session_id
     now = time.time()
-    row = conn.execute("SELECT next_seq FROM sessions WHERE id = ?", (call.session_id,)).fetchone()
+    row = conn.execute(
+        "SELECT next_seq, labels, counters, root_id, tree_counters FROM sessions WHERE id = ?", (sid,)
+    ).fetchone()
+    joins_tree = False  # a new child session: its root's tree gains a session
     if row is None:
         parent = new.parent_session_id
-        root, depth = call.session_id, 0
+        root, depth = sid, 0
         if parent is not None:
             prow = conn.execute("SELECT root_id, depth FROM sessions WHERE id = ?", (parent,)).fetchone()
             if prow is not None:
-                root, depth = prow[0], prow[1] + 1
-        conn.execute(
-            "INSERT INTO sessions (id, parent_id, root_id, depth, started, last_call, calls, events, next_seq, status,"
-            " labels, counters, tree_counters, tree_sessions) VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 'active', '{}', '{}',"
-            " '{}', 1)",
-            (call.session_id, parent, root, depth, call.started, call.started),
-        )
-        if root != call.session_id:
-            conn.execute("UPDATE sessions SET tree_sessions = coalesce(tree_sessions, 1) + 1 WHERE id = ?", (root,))
-        next_seq = 0
+                root, depth, joins_tree = prow[0], prow[1] + 1, True
+        next_seq, labels, counters, tree = 0, {}, {}, {}
     else:
-        next_seq = row[0]
+        next_seq, root = row[0], row[3]
+        labels, counters, tree = orjson.loads(row[1] or "{}"), orjson.loads(row[2] or "{}"), orjson.loads(row[4] or "{}")
+    # Placed by the constructor (dataclasses.replace costs several times more);
+    # the hash is taken from the unplaced event, which has it cached already.
     placed = [
-        ev.placed(session_id=call.session_id, call_id=call.id, seq=next_seq + i, time=now)
+        TrajectoryEvent(
+            kind=ev.kind, text=ev.text, tool_name=ev.tool_name, arguments=ev.arguments, tool_call_id=ev.tool_call_id,
+            role=ev.role, labels=ev.labels, session_id=sid, call_id=call.id, seq=next_seq + i, time=now,
+        )
         for i, ev in enumerate(new.events)
     ]
     conn.executemany(
-        "INSERT INTO events (session_id, seq, call_id, kind, role, text, tool_name, arguments, tool_call_id, labels, hash, time)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _INSERT_EVENTS,
         [
             (
-                ev.session_id, ev.seq, ev.call_id, ev.kind.value, ev.role, ev.text, ev.tool_name,
+                sid, next_seq + i, call.id, ev.kind.value, ev.role, ev.text, ev.tool_name,
                 orjson.dumps(ev.arguments) if ev.arguments is not None else None,
                 ev.tool_call_id, orjson.dumps(ev.labels) if ev.labels else None, ev.hash, now,
             )
-            for ev in placed
+            for i, ev in enumerate(new.events)
         ],
     )
     conn.executemany(
         "INSERT OR IGNORE INTO nodes (session_id, id, parent, seq, reply_end, time) VALUES (?, ?, ?, ?, 0, ?)",
-        [(call.session_id, node, parent, next_seq + idx if idx >= 0 else None, now) for node, parent, idx in new.nodes],
+        [(sid, node, parent, next_seq + idx if idx >= 0 else None, now) for node, parent, idx in new.nodes],
     )
-    conn.executemany(
-        "INSERT OR REPLACE INTO replies (session_id, hash, time) VALUES (?, ?, ?)",
-        [(call.session_id, h, now) for h in new.reply_hashes],
-    )
-    conn.executemany(
-        "INSERT OR REPLACE INTO spawns (hash, session_id, time) VALUES (?, ?, ?)",
-        [(h, call.session_id, now) for h in new.spawn_hashes],
-    )
-    if new.response_node is not None:
-        conn.execute(
-            "UPDATE nodes SET reply_end = 1 WHERE session_id = ? AND id = ?", (call.session_id, new.response_node)
+    if new.reply_hashes:
+        conn.executemany(
+            "INSERT OR REPLACE INTO replies (session_id, hash, time) VALUES (?, ?, ?)",
+            [(sid, h, now) for h in new.reply_hashes],
         )
-        conn.execute("UPDATE sessions SET head = ? WHERE id = ?", (new.response_node, call.session_id))
+    if new.spawn_hashes:
+        conn.executemany(
+            "INSERT OR REPLACE INTO spawns (hash, session_id, time) VALUES (?, ?, ?)",
+            [(h, sid, now) for h in new.spawn_hashes],
+        )
+    if new.response_node is not None:
+        conn.execute("UPDATE nodes SET reply_end = 1 WHERE session_id = ? AND id = ?", (sid, new.response_node))
     if new.response_id:
         conn.execute(
             "INSERT OR REPLACE INTO responses (id, session_id, node) VALUES (?, ?, ?)",
-            (new.response_id, call.session_id, new.response_node),
+            (new.response_id, sid, new.response_node),
         )
     conn.execute(
         "INSERT INTO calls (id, session_id, api, path, model, stream, started, latency_ms, status, resolved_by, error,"
         " input_tokens, output_tokens, response_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            call.id, call.session_id, call.api, call.path, call.model, int(call.stream), call.started,
+            call.id, sid, call.api, call.path, call.model, int(call.stream), call.started,
             call.latency_ms, call.status, call.resolved_by, call.error, call.input_tokens,
             call.output_tokens, call.response_id,
         ),
     )
-    state = conn.execute("SELECT labels, counters FROM sessions WHERE id = ?", (call.session_id,)).fetchone()
-    labels = orjson.loads(state[0] or "{}")
     labels.update(new.labels)
-    counters = _count(orjson.loads(state[1] or "{}"), call, placed, new)
-    conn.execute(
-        "UPDATE sessions SET next_seq = ?, calls = calls + 1, events = events + ?, last_call = max(last_call, ?),"
-        " labels = ?, counters = ?, status = CASE WHEN ? THEN 'terminated' ELSE status END WHERE id = ?",
-        (next_seq + len(placed), len(placed), call.started, orjson.dumps(labels), orjson.dumps(counters),
-         new.terminate, call.session_id),
-    )
-    root_row = conn.execute("SELECT root_id FROM sessions WHERE id = ?", (call.session_id,)).fetchone()
-    root_id = root_row[0] or call.session_id
-    tree_row = conn.execute("SELECT tree_counters FROM sessions WHERE id = ?", (root_id,)).fetchone()
-    if tree_row is not None:
-        tree = _count(orjson.loads(tree_row[0] or "{}"), call, placed, new)
-        conn.execute("UPDATE sessions SET tree_counters = ? WHERE id = ?", (orjson.dumps(tree), root_id))
-    conn.executemany(
-        "INSERT INTO decisions (id, session_id, call_id, stage, event_seq, path, input, traj_from, traj_to, result,"
-        " decision, outcome, rules, revision, engine, eval_ms, time, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                d.decision_id, call.session_id, call.id, d.stage,
-                next_seq + d.action_index if d.action_index is not None else None, d.path,
-                orjson.dumps(d.input, default=str), d.trajectory_range[0], d.trajectory_range[1],
-                orjson.dumps(d.result, default=str), orjson.dumps(d.decision.to_dict()), d.decision.outcome,
-                " ".join(sorted({f.rule for f in (*d.decision.deny, *d.decision.ask, *d.decision.terminate, *d.decision.warn)})),
-                d.revision, d.engine, d.eval_ms, d.time, d.error,
+    counters = _count(counters, call, placed, new)
+    own_tree = (root or sid) == sid  # the session is its tree's root: its row keeps the tree's totals
+    tree_json = orjson.dumps(_count(tree, call, placed, new)) if own_tree else None
+    if row is None:
+        conn.execute(
+            "INSERT INTO sessions (id, parent_id, root_id, depth, started, last_call, calls, events, next_seq, status,"
+            " labels, counters, head, tree_counters, tree_sessions)"
+            " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, CASE WHEN ? THEN 'terminated' ELSE 'active' END, ?, ?, ?, ?, 1)",
+            (sid, new.parent_session_id, root, depth, call.started, call.started,
+             len(placed), len(placed), new.terminate, orjson.dumps(labels), orjson.dumps(counters),
+             new.response_node, tree_json or b"{}"),
+        )
+    else:
+        conn.execute(
+            "UPDATE sessions SET next_seq = ?, calls = calls + 1, events = events + ?, last_call = max(last_call, ?),"
+            " labels = ?, counters = ?, status = CASE WHEN ? THEN 'terminated' ELSE status END,"
+            " head = coalesce(?, head), tree_counters = coalesce(?, tree_counters) WHERE id = ?",
+            (next_seq + len(placed), len(placed), call.started, orjson.dumps(labels), orjson.dumps(counters),
+             new.terminate, new.response_node, tree_json, sid),
+        )
+    if not own_tree:
+        trow = conn.execute("SELECT tree_counters FROM sessions WHERE id = ?", (root,)).fetchone()
+        if trow is not None:
+            conn.execute(
+                "UPDATE sessions SET tree_counters = ?, tree_sessions = coalesce(tree_sessions, 1) + ? WHERE id = ?",
+                (orjson.dumps(_count(orjson.loads(trow[0] or "{}"), call, placed, new)), int(joins_tree), root),
             )
-            for d in new.decisions
-        ],
-    )
+    if new.decisions:
+        conn.executemany(
+            "INSERT INTO decisions (id, session_id, call_id, stage, event_seq, path, input, traj_from, traj_to, result,"
+            " decision, outcome, rules, revision, engine, eval_ms, time, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    d.decision_id, sid, call.id, d.stage,
+                    next_seq + d.action_index if d.action_index is not None else None, d.path,
+                    orjson.dumps(d.input, default=str), d.trajectory_range[0], d.trajectory_range[1],
+                    orjson.dumps(d.result, default=str), orjson.dumps(d.decision.to_dict()), d.decision.outcome,
+                    " ".join(sorted({f.rule for f in (*d.decision.deny, *d.decision.ask, *d.decision.terminate, *d.decision.warn)})),
+                    d.revision, d.engine, d.eval_ms, d.time, d.error,
+                )
+                for d in new.decisions
+            ],
+        )
     return placed
 
 

@@ -1,5 +1,6 @@
 """The SQLite store's schema and its migrations: each version is a function, run
-in order inside a transaction, and ``meta.schema_version`` records the last."""
+in order inside one write transaction (so two processes opening an old store
+migrate it once), and ``meta.schema_version`` records the last."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Callable
 import sqlite_utils
 
 from proxy.audit.queries import AUDIT_INDEXES
+from proxy.audit.search import FTS_DDL
 from proxy.store.base import SCHEMA_VERSION
 
 _MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {}
@@ -96,14 +98,31 @@ def _tree_totals_v2(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE sessions SET tree_counters = counters WHERE root_id = id AND tree_sessions = 1")
 
 
+@_migration(3)
+def _search_off_the_write_path_v3(db: sqlite_utils.Database) -> None:
+    """Events are no longer indexed for full-text search by a trigger as they are
+    inserted: the store's writer indexes them when idle, and searches cover what
+    it has not reached yet (proxy/audit/search.py). What the trigger indexed stays."""
+    db.execute("DROP TRIGGER IF EXISTS audit_events_fts")
+    for ddl in FTS_DDL:
+        db.execute(ddl)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the store to SCHEMA_VERSION. The connection is in autocommit mode
+    (isolation_level=None), so the transaction is explicit."""
     db = sqlite_utils.Database(conn)
-    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    current = int(row[0]) if row else 0
-    if current > SCHEMA_VERSION:
-        raise RuntimeError(f"the store was written by a newer Proctor (schema {current}); upgrade Proctor")
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        with conn:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(f"the store was written by a newer Proctor (schema {current}); upgrade Proctor")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
             _MIGRATIONS[version](db)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
