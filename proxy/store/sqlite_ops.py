@@ -232,6 +232,8 @@ def _match_history(conn: sqlite3.Connection, chain: Sequence[str], session_id: s
         for i in range(len(chain) - 1, start - 1, -1):
             if chain[i] in found:
                 return HistoryMatch(i + 1, chain[i], found[chain[i]])
+    if start == 0 or not lookup(chain[:1]):
+        return HistoryMatch(0, None, None)  # the first node is not stored, so none is: a new history
     lo, hi, best = 0, start - 1, None  # search chain[0:start] for the last stored index
     while lo <= hi:
         mid = (lo + hi) // 2
