@@ -44,18 +44,18 @@ untrusted_source := src if {
 # ---- provenance of one value ----------------------------------------------
 
 # The untrusted source of a value that no trusted text vouches for.
-untrusted_only(v) := untrusted_source_at(untrusted_values[v][1]) if not trusted_values[v]
+untrusted_only(v) := untrusted_source_at(untrusted_values[v][1]) if not v in trusted_values
 
 # Beyond the caps, anything not known to be trusted counts as untrusted.
 untrusted_only(v) := {"tool": untrusted_source.tool, "seq": untrusted_source.seq, "what": "more untrusted content than Proctor keeps track of, starting with what"} if {
 	flow_overflow
-	not trusted_values[v]
+	not v in trusted_values
 	not untrusted_values[v]
 }
 
-trusted_word(w) if trusted_names[w]
+trusted_word(w) if w in trusted_names
 
-trusted_word(w) if instruction_words[w]
+trusted_word(w) if w in instruction_words
 
 # Cheap gates, tested first: untrusted_only(v) can only hold once the labels
 # carry untrusted values (or overflowed), and the name rule needs untrusted
@@ -92,7 +92,7 @@ vouched if {
 	ws := words(s)
 	count(ws) > 0
 	every w in ws {
-		instruction_words[w]
+		w in instruction_words
 	}
 }
 
@@ -177,7 +177,7 @@ flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if
 # (A count, not `every`: regorus mis-evaluates `not set[x]` inside `every`.)
 not_grounded(cs) if count({v | some v in cs; grounded_or_reported(v)}) == 0
 
-grounded_or_reported(v) if trusted_values[v]
+grounded_or_reported(v) if v in trusted_values
 
 grounded_or_reported(v) if untrusted_only(v)
 
