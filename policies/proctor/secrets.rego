@@ -24,27 +24,24 @@ secrets_cfg := object.union(object.get(defaults, "secrets", {}), object.get(sett
 
 secret_detectors := object.get(secrets_cfg, "detectors", [])
 
-# [{"kind", "value"}] found in a text.
-secrets_in(text) := {{"kind": d.name, "value": v} |
+# [{"kind", "value"}] found in a text by some detectors (a set of indexes
+# into secret_detectors).
+secrets_by(text, detectors) := {{"kind": d.name, "value": v} |
 	lowered := lower(text)
-	hits := {i | some p in secret_hint_pairs; contains(lowered, p[1]); i := p[0]}
-	some i in hits
+	some i in detectors
 	d := secret_detectors[i]
+	secret_hinted(d, lowered)
 	some m in regex.find_all_string_submatch_n(d.regex, text, -1)
 	v := secret_value(m)
 	regex.match(object.get(d, "require", "."), v)
 }
 
+# The same, by every detector.
+secrets_in(text) := secrets_by(text, hinted_detectors(lower(text)))
+
 # A detector's "hint" (lower-case substrings) must be in the text before its
 # regex runs; a detector without one runs on every text (the hint "" is in
-# any text). [detector index, hint] pairs, worked out once per decision and
-# checked against a text in one pass, not detector by detector.
-secret_hint_pairs := array.concat(
-	[[i, h] | some i, d in secret_detectors; d.hint; some h in d.hint],
-	[[i, ""] | some i, d in secret_detectors; not d.hint],
-)
-
-# The hints of one detector (secret_hint_pairs inlines this).
+# any text).
 detector_hints(d) := [""] if not d.hint
 
 detector_hints(d) := d.hint if d.hint
@@ -52,6 +49,25 @@ detector_hints(d) := d.hint if d.hint
 secret_hinted(d, lowered) if {
 	some h in detector_hints(d)
 	contains(lowered, h)
+}
+
+# The detectors whose hints are in a (lower-case) text. Most texts hold no
+# hint at all, which one strings.replace_n call over every hint tells (it
+# changes the text only if some hint is in it); only then are the detectors
+# tested one by one.
+hinted_detectors(lowered) := set() if {
+	not secret_detector_unhinted
+	strings.replace_n(secret_hint_blanks, lowered) == lowered
+} else := {i |
+	some i, d in secret_detectors
+	secret_hinted(d, lowered)
+}
+
+secret_hint_blanks := {h: "" | some d in secret_detectors; d.hint; some h in d.hint; h != ""}
+
+secret_detector_unhinted if {
+	some d in secret_detectors
+	"" in detector_hints(d)
 }
 
 secret_value(m) := m[1] if {
@@ -81,11 +97,15 @@ seen_secrets := label_list("secrets_seen")
 
 seen_fingerprints := {s.fp: s | some s in seen_secrets; is_object(s)}
 
+# (Only the detectors hinted at somewhere in the new texts, found on the texts
+# joined, are tried on each text: a hint in a text is in the joined texts.)
 new_secrets := [{"fp": secret_fingerprint(x.value), "shape": secret_shape(x.value), "kind": x.kind, "tool": t.tool, "seq": t.seq} |
+	count(new_text_detectors) > 0
 	some t in new_texts
-	t.kind in {"user", "system", "tool_result"}
-	some x in secrets_in(t.text)
+	some x in secrets_by(t.text, new_text_detectors)
 ]
+
+new_text_detectors := hinted_detectors(lower(concat("\n", [t.text | some t in new_texts])))
 
 new_secret_entries := [s |
 	some i, s in new_secrets
@@ -111,20 +131,16 @@ labels["secrets_seen"] := array.concat(seen_secrets, array.slice(new_secret_entr
 # The string values of the pending call's arguments, gathered once.
 pending_arg_strings := all_arg_strings(tool_call.arguments)
 
-# Some detector's hint is in one of them (tested on all of them at once: a
-# hint found in none of the strings rules every detector out for each).
-pending_args_hinted if {
-	joined := lower(concat("\n", pending_arg_strings))
-	some p in secret_hint_pairs
-	contains(joined, p[1])
-}
+# The detectors hinted at in them (tested on all of them at once: a hint found
+# in none of the strings rules the detector out for each).
+pending_detectors := hinted_detectors(lower(concat("\n", pending_arg_strings)))
 
 secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if {
 	sink_spec
 	external_sink
-	pending_args_hinted
+	count(pending_detectors) > 0
 	some s in pending_arg_strings
-	some x in secrets_in(s)
+	some x in secrets_by(s, pending_detectors)
 	msg := sprintf("blocked %s: its arguments carry what looks like a %s, and secrets may not leave through an external tool", [tool_call.tool_name, x.kind])
 }
 
@@ -145,12 +161,13 @@ seen_where(seen) := sprintf("in the result of %s at step %v", [seen.tool, seen.s
 
 seen_where(seen) := sprintf("at step %v", [seen.seq]) if not is_string(seen.tool)
 
+# (The findings first: they need a sink call, so the request stage stops there.)
 deny contains f if {
-	object.get(secrets_cfg, "action", "deny") == "deny"
 	some f in secret_findings
+	object.get(secrets_cfg, "action", "deny") == "deny"
 }
 
 ask contains f if {
-	object.get(secrets_cfg, "action", "deny") == "ask"
 	some f in secret_findings
+	object.get(secrets_cfg, "action", "deny") == "ask"
 }
