@@ -161,8 +161,9 @@ budget_denials contains {"rule": "budget.rate", "message": msg} if {
 
 # The calls of the last minute, this one included, at most the limit.
 labels["recent_call_times"] := array.slice(times, max([0, count(times) - n]), count(times)) if {
-	n := budget_limits.max_calls_per_minute
 	input.stage == "request"
+	budgets_on
+	n := budget_limits.max_calls_per_minute
 	times := array.concat(recent_call_times, [floor(now_s)])
 }
 

@@ -219,14 +219,18 @@ flow_findings contains {"rule": "flow.untrusted_date", "message": msg} if {
 
 flow_action := setting("flow_action", "deny")
 
+# (Only a sink call can have flow findings: other calls, answers and the
+# request stage stop at the first condition.)
 deny contains f if {
-	some f in flow_findings
+	sink_spec
 	flow_action == "deny"
+	some f in flow_findings
 }
 
 ask contains f if {
-	some f in flow_findings
+	sink_spec
 	flow_action == "ask"
+	some f in flow_findings
 }
 
 # ---- final answers that push untrusted content --------------------------------
@@ -234,11 +238,9 @@ ask contains f if {
 # Sentences of the pending final answer that urge the user toward something
 # (flow.urging) named only by untrusted content.
 pushed_sentences[sentence] := src if {
-	input.stage == "action"
-	input.action.kind == "assistant"
-	is_string(input.action.text)
+	final_answer
 	untrusted_source
-	some sentence in regex.find_n(`[^.!?\n]+[.!?]*`, input.action.text, -1)
+	some sentence in regex.find_n(`[^.!?\n]+[.!?]*`, final_answer, -1)
 	regex.match(object.get(flow_cfg, "urging", "$^"), sentence)
 	src := pushed_source(sentence)
 }
@@ -263,16 +265,19 @@ recommendation_findings contains {"rule": "flow.untrusted_recommendation", "mess
 recommendation_action := object.get(flow_cfg, "recommendation", "patch")
 
 deny contains f if {
+	final_answer
 	some f in recommendation_findings
 	recommendation_action == "deny"
 }
 
 warn contains f if {
+	final_answer
 	some f in recommendation_findings
 	recommendation_action in {"warn", "patch"}
 }
 
-patch := {"text": concat("", [strings.replace_n({s: "" | some s, _ in pushed_sentences}, input.action.text), note])} if {
+patch := {"text": concat("", [strings.replace_n({s: "" | some s, _ in pushed_sentences}, final_answer), note])} if {
+	final_answer
 	count(pushed_sentences) > 0
 	recommendation_action == "patch"
 	note := "\n\n[Proctor removed a recommendation that came only from content the agent read, not from you or from trusted data.]"
