@@ -24,20 +24,14 @@ secrets_cfg := object.union(object.get(defaults, "secrets", {}), object.get(sett
 
 secret_detectors := object.get(secrets_cfg, "detectors", [])
 
-# [{"kind", "value"}] found in a text by some detectors (a set of indexes
-# into secret_detectors).
-secrets_by(text, detectors) := {{"kind": d.name, "value": v} |
-	lowered := lower(text)
-	some i in detectors
+# [{"kind", "value"}] found in a text.
+secrets_in(text) := {{"kind": d.name, "value": v} |
+	some i in hinted_detectors(lower(text))
 	d := secret_detectors[i]
-	secret_hinted(d, lowered)
 	some m in regex.find_all_string_submatch_n(d.regex, text, -1)
 	v := secret_value(m)
 	regex.match(object.get(d, "require", "."), v)
 }
-
-# The same, by every detector.
-secrets_in(text) := secrets_by(text, hinted_detectors(lower(text)))
 
 # A detector's "hint" (lower-case substrings) must be in the text before its
 # regex runs; a detector without one runs on every text (the hint "" is in
@@ -46,28 +40,33 @@ detector_hints(d) := [""] if not d.hint
 
 detector_hints(d) := d.hint if d.hint
 
-secret_hinted(d, lowered) if {
+# The detectors whose hints are in a (lower-case) text.
+hinted_detectors(lowered) := {i |
+	secret_hint_in(lowered)
+	some i, d in secret_detectors
 	some h in detector_hints(d)
 	contains(lowered, h)
 }
 
-# The detectors whose hints are in a (lower-case) text. Most texts hold no
-# hint at all, which one strings.replace_n call over every hint tells (it
-# changes the text only if some hint is in it); only then are the detectors
-# tested one by one.
-hinted_detectors(lowered) := set() if {
-	not secret_detector_unhinted
-	strings.replace_n(secret_hint_blanks, lowered) == lowered
-} else := {i |
-	some i, d in secret_detectors
-	secret_hinted(d, lowered)
-}
+# Some detector's hint is in a (lower-case) text. Most texts hold none, which
+# one strings.replace_n call over every hint tells (it changes the text only
+# if some hint is in it), where testing the hints one by one costs a
+# contains() each.
+secret_hint_in(lowered) := true if {
+	secret_detector_unhinted
+} else := strings.replace_n(secret_hint_blanks, lowered) != lowered
 
 secret_hint_blanks := {h: "" | some d in secret_detectors; d.hint; some h in d.hint; h != ""}
 
+# (detector_hints inlined: this is tested on every decision that has text to scan.)
 secret_detector_unhinted if {
 	some d in secret_detectors
-	"" in detector_hints(d)
+	not d.hint
+}
+
+secret_detector_unhinted if {
+	some d in secret_detectors
+	"" in d.hint
 }
 
 secret_value(m) := m[1] if {
@@ -97,15 +96,13 @@ seen_secrets := label_list("secrets_seen")
 
 seen_fingerprints := {s.fp: s | some s in seen_secrets; is_object(s)}
 
-# (Only the detectors hinted at somewhere in the new texts, found on the texts
-# joined, are tried on each text: a hint in a text is in the joined texts.)
+# (The texts are first tested for a hint all at once, joined: most calls bring
+# none, and then no text is tested one by one.)
 new_secrets := [{"fp": secret_fingerprint(x.value), "shape": secret_shape(x.value), "kind": x.kind, "tool": t.tool, "seq": t.seq} |
-	count(new_text_detectors) > 0
+	secret_hint_in(lower(concat("\n", [t.text | some t in new_texts])))
 	some t in new_texts
-	some x in secrets_by(t.text, new_text_detectors)
+	some x in secrets_in(t.text)
 ]
-
-new_text_detectors := hinted_detectors(lower(concat("\n", [t.text | some t in new_texts])))
 
 new_secret_entries := [s |
 	some i, s in new_secrets
@@ -131,16 +128,12 @@ labels["secrets_seen"] := array.concat(seen_secrets, array.slice(new_secret_entr
 # The string values of the pending call's arguments, gathered once.
 pending_arg_strings := all_arg_strings(tool_call.arguments)
 
-# The detectors hinted at in them (tested on all of them at once: a hint found
-# in none of the strings rules the detector out for each).
-pending_detectors := hinted_detectors(lower(concat("\n", pending_arg_strings)))
-
 secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if {
 	sink_spec
 	external_sink
-	count(pending_detectors) > 0
+	secret_hint_in(lower(concat("\n", pending_arg_strings))) # in none of them: in no one of them
 	some s in pending_arg_strings
-	some x in secrets_by(s, pending_detectors)
+	some x in secrets_in(s)
 	msg := sprintf("blocked %s: its arguments carry what looks like a %s, and secrets may not leave through an external tool", [tool_call.tool_name, x.kind])
 }
 
