@@ -24,10 +24,14 @@ secrets_cfg := object.union(object.get(defaults, "secrets", {}), object.get(sett
 
 secret_detectors := object.get(secrets_cfg, "detectors", [])
 
-# [{"kind", "value"}] found in a text.
-secrets_in(text) := {{"kind": d.name, "value": v} |
-	some i in hinted_detectors(lower(text))
-	d := secret_detectors[i]
+# [{"kind", "value"}] found in a text by the detectors whose hints (from
+# hints, a set) it holds.
+secrets_in(text, hints) := {{"kind": d.name, "value": v} |
+	lowered := lower(text)
+	found := {h | some h in hints; contains(lowered, h)}
+	count(found) > 0
+	some d in secret_detectors
+	hinted_by(d, found)
 	some m in regex.find_all_string_submatch_n(d.regex, text, -1)
 	v := secret_value(m)
 	regex.match(object.get(d, "require", "."), v)
@@ -40,25 +44,36 @@ detector_hints(d) := [""] if not d.hint
 
 detector_hints(d) := d.hint if d.hint
 
-# The detectors whose hints are in a (lower-case) text.
-hinted_detectors(lowered) := {i |
-	secret_hint_in(lowered)
-	some i, d in secret_detectors
+hinted_by(d, found) if {
 	some h in detector_hints(d)
+	found[h]
+}
+
+# Every detector's hints ("" for a detector without one).
+secret_hints := {h | some d in secret_detectors; d.hint; some h in d.hint} | {"" | some d in secret_detectors; not d.hint}
+
+# The hints some texts hold, tested once on all of them joined: most texts
+# hold none, and then no text is tested one by one; otherwise each text is
+# tested only for the hints found. Up to a thousand characters one
+# strings.replace_n call over every hint tells whether the text holds any (it
+# changes the text only if one is in it), cheaper than a contains() per hint;
+# its cost grows with the text's length times the hints', so a longer text is
+# tested hint by hint.
+hints_in(texts) := set() if {
+	lowered := lower(concat("\n", texts))
+	count(lowered) <= 1000
+	not secret_detector_unhinted
+	strings.replace_n(secret_hint_blanks, lowered) == lowered
+} else := {h |
+	lowered := lower(concat("\n", texts))
+	some h in secret_hints
 	contains(lowered, h)
 }
 
-# Some detector's hint is in a (lower-case) text. Most texts hold none, which
-# one strings.replace_n call over every hint tells (it changes the text only
-# if some hint is in it), where testing the hints one by one costs a
-# contains() each.
-secret_hint_in(lowered) := true if {
-	secret_detector_unhinted
-} else := strings.replace_n(secret_hint_blanks, lowered) != lowered
-
 secret_hint_blanks := {h: "" | some d in secret_detectors; d.hint; some h in d.hint; h != ""}
 
-# (detector_hints inlined: this is tested on every decision that has text to scan.)
+# Some detector has no hint, or the hint "" (detector_hints inlined: this is
+# tested on most decisions).
 secret_detector_unhinted if {
 	some d in secret_detectors
 	not d.hint
@@ -96,12 +111,11 @@ seen_secrets := label_list("secrets_seen")
 
 seen_fingerprints := {s.fp: s | some s in seen_secrets; is_object(s)}
 
-# (The texts are first tested for a hint all at once, joined: most calls bring
-# none, and then no text is tested one by one.)
 new_secrets := [{"fp": secret_fingerprint(x.value), "shape": secret_shape(x.value), "kind": x.kind, "tool": t.tool, "seq": t.seq} |
-	secret_hint_in(lower(concat("\n", [t.text | some t in new_texts])))
+	hints := hints_in([t.text | some t in new_texts])
+	count(hints) > 0
 	some t in new_texts
-	some x in secrets_in(t.text)
+	some x in secrets_in(t.text, hints)
 ]
 
 new_secret_entries := [s |
@@ -131,9 +145,10 @@ pending_arg_strings := all_arg_strings(tool_call.arguments)
 secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if {
 	sink_spec
 	external_sink
-	secret_hint_in(lower(concat("\n", pending_arg_strings))) # in none of them: in no one of them
+	hints := hints_in(pending_arg_strings)
+	count(hints) > 0
 	some s in pending_arg_strings
-	some x in secrets_in(s)
+	some x in secrets_in(s, hints)
 	msg := sprintf("blocked %s: its arguments carry what looks like a %s, and secrets may not leave through an external tool", [tool_call.tool_name, x.kind])
 }
 

@@ -62,6 +62,12 @@ test_labels_each_secret_with_the_text_it_was_seen_in if {
 	[s.seq | some s in d.labels.secrets_seen] == [5]
 }
 
+test_labels_a_secret_in_a_long_text if {
+	log := concat("\n", [sprintf("line %d of the build log", [i]) | some i in numbers.range(1, 100)])
+	d := decide(read(concat("\n", [log, "Secret key is 1a7b3d."])))
+	[s.kind | some s in d.labels.secrets_seen] == ["labelled secret"]
+}
+
 badge := {"secrets": {"detectors": [{"name": "badge number", "regex": "(BADGE-[0-9]{6})"}]}}
 
 test_labels_a_secret_of_a_detector_without_hint if {
