@@ -103,6 +103,7 @@ date_keys(text) := iso | month_day | day_month if {
 	regex.match(`[0-9]`, text)
 	months_named := regex.match(`(?i)(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)`, text)
 	iso := {sprintf("%s-%s", [m[2], m[3]]) |
+		contains(text, "-") # (a regex call costs more than this test)
 		some m in regex.find_all_string_submatch_n(`([0-9]{4})-([0-9]{2})-([0-9]{2})`, text, -1)
 	}
 	month_day := {d |
@@ -211,9 +212,11 @@ new_trusted_values := {c.value |
 # Untrusted values also remember the first source that supplied them: the
 # texts are read one by one only when they are several and together supplied
 # a value the labels do not know yet, and then only by the kinds of those values.
+new_untrusted_joined := joined([u.text | some u in new_untrusted])
+
 unknown_untrusted_candidates := {c |
 	count(new_untrusted) > 0
-	some c in text_values(joined([u.text | some u in new_untrusted]))
+	some c in text_values(new_untrusted_joined)
 	not untrusted_values[c.value]
 }
 
@@ -222,10 +225,15 @@ new_untrusted_values := {v: [kind, source_index(0)] |
 	kind := min({c.kind | some c in unknown_untrusted_candidates; c.value == v})
 } if {
 	count(new_untrusted) == 1
-} else := {v: [kind, source_index(j)] |
-	some v in {c.value | some c in unknown_untrusted_candidates}
-	j := min({i | some i, cs in untrusted_event_values; some c in cs; c.value == v})
-	kind := min({c.kind | some c in untrusted_event_values[j]; c.value == v})
+} else := {s[0]: [s[2], source_index(s[1])] |
+	# [value, text index, kind] for each sighting, sorted: a value's first is
+	# its earliest text and, there, the first of its kinds by name.
+	sightings := sort([[c.value, i, c.kind] |
+		some i, cs in untrusted_event_values
+		some c in cs
+		not untrusted_values[c.value]
+	])
+	some s in first_of_each(sightings)
 }
 
 unknown_untrusted_kinds := {c.kind | some c in unknown_untrusted_candidates}
@@ -235,18 +243,30 @@ untrusted_event_values := [text_values_of(u.text, unknown_untrusted_kinds) | som
 unknown_untrusted_tokens := {n |
 	names_on
 	count(new_untrusted) > 0
-	some n in name_tokens(joined([u.text | some u in new_untrusted]))
+	some n in name_tokens(new_untrusted_joined)
 	not untrusted_names[n]
 }
 
 new_untrusted_names := {n: source_index(0) | some n in unknown_untrusted_tokens} if {
 	count(new_untrusted) == 1
-} else := {n: source_index(j) |
-	some n in unknown_untrusted_tokens
-	j := min({i | some i, ns in untrusted_event_names; ns[n]})
+} else := {s[0]: source_index(s[1]) |
+	sightings := sort([[n, i] |
+		some i, ns in untrusted_event_names
+		some n in ns
+		not untrusted_names[n]
+	])
+	some s in first_of_each(sightings)
 }
 
-untrusted_event_names := [name_tokens(u.text) | some u in new_untrusted]
+# The first item of each run of items with the same first element, in a
+# sorted list of arrays (one pass, where a search per item would be quadratic).
+first_of_each(sorted) := [s |
+	previous := array.concat([[null]], sorted)
+	some k, s in sorted
+	previous[k][0] != s[0]
+]
+
+untrusted_event_names := [name_tokens(u.text) | names_on; some u in new_untrusted]
 
 new_trusted_names := name_tokens(joined(new_trusted_tool_texts)) if {
 	names_on

@@ -117,6 +117,13 @@ test_labels_each_name_with_the_first_untrusted_text_that_has_it if {
 	d.labels.untrusted_names == {"harbour": 0, "visit": 1, "riverside": 1, "dune": 2}
 }
 
+test_labels_no_names_of_several_texts_when_names_are_off if {
+	new := [ev(3, "tool_result", "fetch_url", "Visit Riverside"), ev(4, "tool_result", "fetch_url", "Riverside, Harbour and Dune")]
+	d := decide_with(request(new, {}), {"flow": {"names": false}})
+	not d.labels.untrusted_names
+	count(d.labels.untrusted_sources) == 2
+}
+
 test_extracts_nothing_across_two_texts if {
 	new := [
 		ev(0, "user", null, "see you in May"),
