@@ -118,8 +118,11 @@ date_keys(text) := iso | month_day | day_month if {
 	}
 } else := set() # no digit, no date
 
+# (Leading zeros trimmed: regorus's to_number refuses "05", which OPA reads as 5.)
 month_day_key(month, day) := sprintf("%02d-%02d", [month_numbers[lower(substring(month, 0, 3))], n]) if {
-	n := to_number(day)
+	digits := trim_left(day, "0")
+	digits != ""
+	n := to_number(digits)
 	n >= 1
 	n <= 31
 }

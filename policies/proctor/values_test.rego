@@ -171,6 +171,10 @@ test_extracts_dates_in_common_forms if {
 	keys == {"05-01", "05-02", "05-03", "05-04", "01-05"}
 }
 
+test_extracts_dates_with_a_leading_zero if {
+	data.proctor.date_keys("May 05, 09 June and May 00") == {"05-05", "06-09"}
+}
+
 test_extracts_no_date_from_plain_numbers if {
 	count(data.proctor.date_keys("room 12, 3 nights, 250 euros, may I ask")) == 0
 }
