@@ -130,8 +130,9 @@ month_day_key(month, day) := sprintf("%02d-%02d", [month_numbers[lower(substring
 # Capitalised words (an upper-case letter, then lower-case ones), lower-cased:
 # "Riverside View Hotel" -> riverside, view, hotel. Acronyms and tokens with
 # digits (keys, ids) are not names.
-name_tokens(text) := {lower(m[1]) |
-	some m in regex.find_all_string_submatch_n(`(?:^|[^A-Za-z0-9_])([A-Z][a-z'-]*[a-z])`, text, -1)
+# (Each distinct word lower-cased once: a long text repeats its names.)
+name_tokens(text) := {lower(w) |
+	some w in {m[1] | some m in regex.find_all_string_submatch_n(`(?:^|[^A-Za-z0-9_])([A-Z][a-z'-]*[a-z])`, text, -1)}
 }
 
 # Every word of two characters or more, lower-cased.
