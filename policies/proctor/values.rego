@@ -25,6 +25,9 @@
 # Settings (data.proctor_settings.flow, defaults in proctor_defaults):
 #   value_kinds  {kind: {"regex": one capture group, "normalize": lower|host|digits|alnum_upper,
 #                "label", "hint"?: a substring the text must contain for the regex to run}}
+#                (the regex reads the new texts of a class joined by blank lines: it
+#                must match no newline inside a value and take one as a boundary,
+#                as (?:^|[^...]) does, where a bare ^ or $ would not)
 #   dates        true: also dates ("May 1st", "2024-05-01"), compared as month-day
 #   names        true: also keep names (the recommendation rule and destination_names use them)
 #   max_values, max_names, max_words, max_sources
