@@ -24,14 +24,12 @@ secrets_cfg := object.union(object.get(defaults, "secrets", {}), object.get(sett
 
 secret_detectors := object.get(secrets_cfg, "detectors", [])
 
-# [{"kind", "value"}] found in a text by the detectors whose hints (from
-# hints, a set) it holds.
+# [{"kind", "value"}] found in a text by the detectors of the hints it holds
+# (hints: {hint: [detector index]}, from hints_in).
 secrets_in(text, hints) := {{"kind": d.name, "value": v} |
 	lowered := lower(text)
-	found := {h | some h in hints; contains(lowered, h)}
-	count(found) > 0
-	some d in secret_detectors
-	hinted_by(d, found)
+	some i in {j | some h, detectors in hints; contains(lowered, h); some j in detectors}
+	d := secret_detectors[i]
 	some m in regex.find_all_string_submatch_n(d.regex, text, -1)
 	v := secret_value(m)
 	regex.match(object.get(d, "require", "."), v)
@@ -44,27 +42,23 @@ detector_hints(d) := [""] if not d.hint
 
 detector_hints(d) := d.hint if d.hint
 
-hinted_by(d, found) if {
-	some h in detector_hints(d)
-	found[h]
-}
-
 # Every detector's hints ("" for a detector without one).
 secret_hints := {h | some d in secret_detectors; d.hint; some h in d.hint} | {"" | some d in secret_detectors; not d.hint}
 
-# The hints some texts hold, tested once on all of them joined: most texts
-# hold none, and then no text is tested one by one; otherwise each text is
-# tested only for the hints found. Up to a thousand characters one
+# The hints some texts hold, with the detectors that have each ({hint:
+# [detector index]}), tested once on all of them joined: most texts hold none,
+# and then no text is tested one by one; otherwise each text is tested only for
+# the hints found, and only their detectors run. Up to a thousand characters one
 # strings.replace_n call over every hint tells whether the text holds any (it
 # changes the text only if one is in it), cheaper than a contains() per hint;
 # its cost grows with the text's length times the hints', so a longer text is
 # tested hint by hint.
-hints_in(texts) := set() if {
+hints_in(texts) := {} if {
 	lowered := lower(concat("\n", texts))
 	count(lowered) <= 1000
 	not secret_detector_unhinted
 	strings.replace_n(secret_hint_blanks, lowered) == lowered
-} else := {h |
+} else := {h: [i | some i, d in secret_detectors; h in detector_hints(d)] |
 	lowered := lower(concat("\n", texts))
 	some h in secret_hints
 	contains(lowered, h)
