@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import statistics
+import tempfile
 import time
 from typing import Any
 
@@ -81,8 +82,6 @@ def median_ms(engine: Any, raw: str, rule: str, rounds: int) -> float:
 
 
 async def main(policies: str | None, rounds: int, rules: list[str], dump: str | None) -> None:
-    import tempfile
-
     point = PolicyPoint(EmbeddedEngine(), policies=policies, query="data.proctor.decision", mode="enforce",
                         shadow_rules=(), fail_open=False, timeout=5, reload_interval=0)
     await point.start()
