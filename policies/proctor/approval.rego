@@ -13,7 +13,8 @@ import rego.v1
 approval_rules := setting("approval", {})
 
 ask contains {"rule": "approval.required", "message": msg} if {
-	spec := approval_rules[tool_call.tool_name]
+	name := tool_call.tool_name # (first: the request stage stops here)
+	spec := approval_rules[name]
 	when := object.get(spec, "when", {})
 	every arg, cond in when {
 		condition_holds(tool_call.arguments[arg], cond)

@@ -116,8 +116,8 @@ labels["amount_moved"] := amount_moved + pending_amount if {
 tokens_used := counter("input_tokens") + counter("output_tokens")
 
 budget_denials contains {"rule": "budget.tokens", "message": msg} if {
-	n := budget_limits.max_tokens
 	input.stage == "request"
+	n := budget_limits.max_tokens
 	tokens_used >= n
 	msg := sprintf("blocked this call: the session already used %v tokens, the limit is %v", [tokens_used, n])
 }
@@ -131,8 +131,8 @@ price := p if {
 cost_usd := ((counter("input_tokens") * object.get(price, "input", 0)) + (counter("output_tokens") * object.get(price, "output", 0))) / 1000000
 
 budget_denials contains {"rule": "budget.cost", "message": msg} if {
-	n := budget_limits.max_cost_usd
 	input.stage == "request"
+	n := budget_limits.max_cost_usd
 	cost_usd >= n
 	msg := sprintf("blocked this call: the session already cost about $%v at %s prices, the limit is $%v", [cents(cost_usd), input.call.model, n])
 }
@@ -141,8 +141,8 @@ budget_denials contains {"rule": "budget.cost", "message": msg} if {
 cents(x) := round(x * 100) / 100
 
 budget_denials contains {"rule": "budget.wall_time", "message": msg} if {
-	n := budget_limits.max_seconds
 	input.stage == "request"
+	n := budget_limits.max_seconds
 	elapsed := (time.now_ns() / 1000000000) - input.session.started
 	elapsed >= n
 	msg := sprintf("blocked this call: the session started %v seconds ago, the limit is %v", [floor(elapsed), n])
@@ -153,24 +153,25 @@ now_s := time.now_ns() / 1000000000
 recent_call_times := [t | some t in label_list("recent_call_times"); is_number(t); t > now_s - 60]
 
 budget_denials contains {"rule": "budget.rate", "message": msg} if {
-	n := budget_limits.max_calls_per_minute
 	input.stage == "request"
+	n := budget_limits.max_calls_per_minute
 	count(recent_call_times) >= n
 	msg := sprintf("blocked this call: the session made %v model calls in the last minute, the limit is %v; wait a little", [count(recent_call_times), n])
 }
 
 # The calls of the last minute, this one included, at most the limit.
 labels["recent_call_times"] := array.slice(times, max([0, count(times) - n]), count(times)) if {
-	n := budget_limits.max_calls_per_minute
 	input.stage == "request"
+	budgets_on
+	n := budget_limits.max_calls_per_minute
 	times := array.concat(recent_call_times, [floor(now_s)])
 }
 
 # ---- sub-agents ----------------------------------------------------------------
 
 budget_denials contains {"rule": "budget.depth", "message": msg} if {
-	n := budget_limits.max_depth
 	input.stage == "request"
+	n := budget_limits.max_depth
 	input.session.depth > n
 	msg := sprintf("blocked this call: this sub-agent is %v levels below its root session, the limit is %v", [input.session.depth, n])
 }
@@ -211,8 +212,8 @@ budget_denials contains {"rule": "budget.tree_tool_calls", "message": msg} if {
 }
 
 budget_denials contains {"rule": "budget.tree_tokens", "message": msg} if {
-	n := budget_limits.tree_max_tokens
 	input.stage == "request"
+	n := budget_limits.tree_max_tokens
 	used := tree_counter("input_tokens") + tree_counter("output_tokens")
 	used >= n
 	msg := sprintf("blocked this call: the agents of this session's tree already used %v tokens, the limit is %v", [used, n])

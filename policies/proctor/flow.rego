@@ -44,18 +44,18 @@ untrusted_source := src if {
 # ---- provenance of one value ----------------------------------------------
 
 # The untrusted source of a value that no trusted text vouches for.
-untrusted_only(v) := untrusted_source_at(untrusted_values[v][1]) if not trusted_values[v]
+untrusted_only(v) := untrusted_source_at(untrusted_values[v][1]) if not v in trusted_values
 
 # Beyond the caps, anything not known to be trusted counts as untrusted.
 untrusted_only(v) := {"tool": untrusted_source.tool, "seq": untrusted_source.seq, "what": "more untrusted content than Proctor keeps track of, starting with what"} if {
 	flow_overflow
-	not trusted_values[v]
+	not v in trusted_values
 	not untrusted_values[v]
 }
 
-trusted_word(w) if trusted_names[w]
+trusted_word(w) if w in trusted_names
 
-trusted_word(w) if instruction_words[w]
+trusted_word(w) if w in instruction_words
 
 # Cheap gates, tested first: untrusted_only(v) can only hold once the labels
 # carry untrusted values (or overflowed), and the name rule needs untrusted
@@ -92,7 +92,7 @@ vouched if {
 	ws := words(s)
 	count(ws) > 0
 	every w in ws {
-		instruction_words[w]
+		w in instruction_words
 	}
 }
 
@@ -177,7 +177,7 @@ flow_findings contains {"rule": "flow.untrusted_to_external", "message": msg} if
 # (A count, not `every`: regorus mis-evaluates `not set[x]` inside `every`.)
 not_grounded(cs) if count({v | some v in cs; grounded_or_reported(v)}) == 0
 
-grounded_or_reported(v) if trusted_values[v]
+grounded_or_reported(v) if v in trusted_values
 
 grounded_or_reported(v) if untrusted_only(v)
 
@@ -219,14 +219,18 @@ flow_findings contains {"rule": "flow.untrusted_date", "message": msg} if {
 
 flow_action := setting("flow_action", "deny")
 
+# (Only a sink call can have flow findings: other calls, answers and the
+# request stage stop at the first condition.)
 deny contains f if {
-	some f in flow_findings
+	sink_spec
 	flow_action == "deny"
+	some f in flow_findings
 }
 
 ask contains f if {
-	some f in flow_findings
+	sink_spec
 	flow_action == "ask"
+	some f in flow_findings
 }
 
 # ---- final answers that push untrusted content --------------------------------
@@ -234,11 +238,9 @@ ask contains f if {
 # Sentences of the pending final answer that urge the user toward something
 # (flow.urging) named only by untrusted content.
 pushed_sentences[sentence] := src if {
-	input.stage == "action"
-	input.action.kind == "assistant"
-	is_string(input.action.text)
+	final_answer
 	untrusted_source
-	some sentence in regex.find_n(`[^.!?\n]+[.!?]*`, input.action.text, -1)
+	some sentence in regex.find_n(`[^.!?\n]+[.!?]*`, final_answer, -1)
 	regex.match(object.get(flow_cfg, "urging", "$^"), sentence)
 	src := pushed_source(sentence)
 }
@@ -263,16 +265,19 @@ recommendation_findings contains {"rule": "flow.untrusted_recommendation", "mess
 recommendation_action := object.get(flow_cfg, "recommendation", "patch")
 
 deny contains f if {
+	final_answer
 	some f in recommendation_findings
 	recommendation_action == "deny"
 }
 
 warn contains f if {
+	final_answer
 	some f in recommendation_findings
 	recommendation_action in {"warn", "patch"}
 }
 
-patch := {"text": concat("", [strings.replace_n({s: "" | some s, _ in pushed_sentences}, input.action.text), note])} if {
+patch := {"text": concat("", [strings.replace_n({s: "" | some s, _ in pushed_sentences}, final_answer), note])} if {
+	final_answer
 	count(pushed_sentences) > 0
 	recommendation_action == "patch"
 	note := "\n\n[Proctor removed a recommendation that came only from content the agent read, not from you or from trusted data.]"

@@ -21,15 +21,11 @@ recent_calls := label_list("recent_calls")
 
 # (sprintf %v, not json.marshal: OPA's JSON escapes <, > and & and regorus's
 # does not, and the label must be the same on both engines.)
-call_key(name, args) := sprintf("%s %s", [name, j]) if {
-	j := sprintf("%v", [args])
-	count(j) <= 240
-}
+call_key(name, args) := short_call_key(name, sprintf("%v", [args]))
 
-call_key(name, args) := sprintf("%s %s...%d...%s", [name, substring(j, 0, 160), count(j), substring(j, count(j) - 60, -1)]) if {
-	j := sprintf("%v", [args])
-	count(j) > 240
-}
+short_call_key(name, j) := sprintf("%s %s", [name, j]) if {
+	count(j) <= 240
+} else := sprintf("%s %s...%d...%s", [name, substring(j, 0, 160), count(j), substring(j, count(j) - 60, -1)])
 
 pending_key := call_key(tool_call.tool_name, tool_call.arguments)
 

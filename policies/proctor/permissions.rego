@@ -55,16 +55,16 @@ glob_any(patterns, name) if {
 }
 
 deny contains {"rule": "permissions.tool_not_allowed", "message": msg} if {
-	permissions_on
 	tool_call
+	permissions_on
 	some e in array.concat(caller_entries, [permission_setting("default", {})])
 	glob_any(object.get(e, "deny", []), tool_call.tool_name)
 	msg := sprintf("blocked %s: %s may not use this tool (it is on a deny list)", [tool_call.tool_name, caller_name])
 }
 
 deny contains {"rule": "permissions.tool_not_allowed", "message": msg} if {
-	permissions_on
 	tool_call
+	permissions_on
 	some e in caller_entries
 	allow := object.get(e, "allow", ["*"])
 	not glob_any(allow, tool_call.tool_name)
@@ -82,8 +82,8 @@ argument_rules contains [arg, cond] if {
 }
 
 deny contains {"rule": "permissions.argument", "message": msg} if {
-	permissions_on
 	tool_call
+	permissions_on
 	some r in argument_rules
 	value := tool_call.arguments[r[0]]
 	not condition_holds(value, r[1])

@@ -24,11 +24,11 @@ secrets_cfg := object.union(object.get(defaults, "secrets", {}), object.get(sett
 
 secret_detectors := object.get(secrets_cfg, "detectors", [])
 
-# [{"kind", "value"}] found in a text.
-secrets_in(text) := {{"kind": d.name, "value": v} |
+# [{"kind", "value"}] found in a text by the detectors of the hints it holds
+# (hints: {hint: [detector index]}, from hints_in).
+secrets_in(text, hints) := {{"kind": d.name, "value": v} |
 	lowered := lower(text)
-	hits := {i | some p in secret_hint_pairs; contains(lowered, p[1]); i := p[0]}
-	some i in hits
+	some i in {j | some h, detectors in hints; contains(lowered, h); some j in detectors}
 	d := secret_detectors[i]
 	some m in regex.find_all_string_submatch_n(d.regex, text, -1)
 	v := secret_value(m)
@@ -37,21 +37,45 @@ secrets_in(text) := {{"kind": d.name, "value": v} |
 
 # A detector's "hint" (lower-case substrings) must be in the text before its
 # regex runs; a detector without one runs on every text (the hint "" is in
-# any text). [detector index, hint] pairs, worked out once per decision and
-# checked against a text in one pass, not detector by detector.
-secret_hint_pairs := array.concat(
-	[[i, h] | some i, d in secret_detectors; d.hint; some h in d.hint],
-	[[i, ""] | some i, d in secret_detectors; not d.hint],
-)
-
-# The hints of one detector (secret_hint_pairs inlines this).
+# any text).
 detector_hints(d) := [""] if not d.hint
 
 detector_hints(d) := d.hint if d.hint
 
-secret_hinted(d, lowered) if {
-	some h in detector_hints(d)
+# Every detector's hints ("" for a detector without one).
+secret_hints := {h | some d in secret_detectors; d.hint; some h in d.hint} | {"" | some d in secret_detectors; not d.hint}
+
+# The hints some texts hold, with the detectors that have each ({hint:
+# [detector index]}), tested once on all of them joined: most texts hold none,
+# and then no text is tested one by one; otherwise each text is tested only for
+# the hints found, and only their detectors run. Up to a thousand characters one
+# strings.replace_n call over every hint tells whether the text holds any (it
+# changes the text only if one is in it), cheaper than a contains() per hint;
+# its cost grows with the text's length times the hints', so a longer text is
+# tested hint by hint.
+hints_in(texts) := {} if {
+	lowered := lower(concat("\n", texts))
+	count(lowered) <= 1000
+	not secret_detector_unhinted
+	strings.replace_n(secret_hint_blanks, lowered) == lowered
+} else := {h: [i | some i, d in secret_detectors; h in detector_hints(d)] |
+	lowered := lower(concat("\n", texts))
+	some h in secret_hints
 	contains(lowered, h)
+}
+
+secret_hint_blanks := {h: "" | some d in secret_detectors; d.hint; some h in d.hint; h != ""}
+
+# Some detector has no hint, or the hint "" (detector_hints inlined: this is
+# tested on most decisions).
+secret_detector_unhinted if {
+	some d in secret_detectors
+	not d.hint
+}
+
+secret_detector_unhinted if {
+	some d in secret_detectors
+	"" in d.hint
 }
 
 secret_value(m) := m[1] if {
@@ -82,9 +106,10 @@ seen_secrets := label_list("secrets_seen")
 seen_fingerprints := {s.fp: s | some s in seen_secrets; is_object(s)}
 
 new_secrets := [{"fp": secret_fingerprint(x.value), "shape": secret_shape(x.value), "kind": x.kind, "tool": t.tool, "seq": t.seq} |
+	hints := hints_in([t.text | some t in new_texts])
+	count(hints) > 0
 	some t in new_texts
-	t.kind in {"user", "system", "tool_result"}
-	some x in secrets_in(t.text)
+	some x in secrets_in(t.text, hints)
 ]
 
 new_secret_entries := [s |
@@ -111,20 +136,13 @@ labels["secrets_seen"] := array.concat(seen_secrets, array.slice(new_secret_entr
 # The string values of the pending call's arguments, gathered once.
 pending_arg_strings := all_arg_strings(tool_call.arguments)
 
-# Some detector's hint is in one of them (tested on all of them at once: a
-# hint found in none of the strings rules every detector out for each).
-pending_args_hinted if {
-	joined := lower(concat("\n", pending_arg_strings))
-	some p in secret_hint_pairs
-	contains(joined, p[1])
-}
-
 secret_findings contains {"rule": "flow.secret_to_external", "message": msg} if {
 	sink_spec
 	external_sink
-	pending_args_hinted
+	hints := hints_in(pending_arg_strings)
+	count(hints) > 0
 	some s in pending_arg_strings
-	some x in secrets_in(s)
+	some x in secrets_in(s, hints)
 	msg := sprintf("blocked %s: its arguments carry what looks like a %s, and secrets may not leave through an external tool", [tool_call.tool_name, x.kind])
 }
 
@@ -145,12 +163,13 @@ seen_where(seen) := sprintf("in the result of %s at step %v", [seen.tool, seen.s
 
 seen_where(seen) := sprintf("at step %v", [seen.seq]) if not is_string(seen.tool)
 
+# (The findings first: they need a sink call, so the request stage stops there.)
 deny contains f if {
-	object.get(secrets_cfg, "action", "deny") == "deny"
 	some f in secret_findings
+	object.get(secrets_cfg, "action", "deny") == "deny"
 }
 
 ask contains f if {
-	object.get(secrets_cfg, "action", "deny") == "ask"
 	some f in secret_findings
+	object.get(secrets_cfg, "action", "deny") == "ask"
 }

@@ -52,6 +52,39 @@ test_labels_no_secret_in_ordinary_words if {
 	not d.labels.secrets_seen
 }
 
+test_labels_each_secret_with_the_text_it_was_seen_in if {
+	new := [
+		{"seq": 3, "kind": "tool_result", "tool_name": "read_channel", "text": "the key to the office is under the mat"},
+		{"seq": 4, "kind": "assistant", "text": "Secret key is 9z9z9z."},
+		{"seq": 5, "kind": "tool_result", "tool_name": "read_channel", "text": "Secret key is 1a7b3d."},
+	]
+	d := decide({"stage": "request", "session": {"labels": {}, "counters": {}}, "new": new})
+	[s.seq | some s in d.labels.secrets_seen] == [5]
+}
+
+test_labels_a_secret_in_a_long_text if {
+	log := concat("\n", [sprintf("line %d of the build log", [i]) | some i in numbers.range(1, 100)])
+	d := decide(read(concat("\n", [log, "Secret key is 1a7b3d."])))
+	[s.kind | some s in d.labels.secrets_seen] == ["labelled secret"]
+}
+
+badge := {"secrets": {"detectors": [{"name": "badge number", "regex": "(BADGE-[0-9]{6})"}]}}
+
+test_labels_a_secret_of_a_detector_without_hint if {
+	d := decide_with(read("badge BADGE-123456"), badge)
+	d.labels.secrets_seen[0].kind == "badge number"
+}
+
+test_blocks_a_secret_of_a_detector_without_hint if {
+	d := decide_with(act("post", {"url": "https://paste.example", "content": "BADGE-123456"}, {}), badge)
+	{f.rule | some f in d.deny} == {"flow.secret_to_external"}
+}
+
+test_allows_what_no_detector_without_hint_finds if {
+	d := decide_with(act("post", {"url": "https://paste.example", "content": "sk-proj-Abcdefghijklmnopqrstuvwx0123"}, {}), badge)
+	count(d.deny) == 0
+}
+
 test_blocks_api_key_in_an_external_sink if {
 	d := decide(act("post", {"url": "https://paste.example", "content": concat("", ["key: ", key])}, {}))
 	{f.rule | some f in d.deny} == {"flow.secret_to_external"}

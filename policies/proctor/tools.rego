@@ -25,8 +25,8 @@ import rego.v1
 untrusted_tools_setting := setting("untrusted_tools", [])
 
 untrusted_spec(name) := {"what": object.get(s, "what", name), "when": object.get(s, "when", {})} if {
-	is_object(untrusted_tools_setting)
 	s := untrusted_tools_setting[name]
+	is_object(untrusted_tools_setting)
 } else := {"what": name, "when": {}} if {
 	is_array(untrusted_tools_setting)
 	name in untrusted_tools_setting
@@ -42,7 +42,18 @@ tool_call := input.action if {
 	input.action.kind == "tool_call"
 }
 
-sink_spec := sinks[tool_call.tool_name]
+# The pending final answer's text, at the action stage.
+final_answer := input.action.text if {
+	input.stage == "action"
+	input.action.kind == "assistant"
+	is_string(input.action.text)
+}
+
+# (The call first: at the request stage the sinks setting is not read at all.)
+sink_spec := spec if {
+	name := tool_call.tool_name
+	spec := sinks[name]
+}
 
 external_sink if object.get(sink_spec, "external", true) == true
 
@@ -96,16 +107,14 @@ untrusted_result(ev) := spec if {
 	conditions_hold(spec.when, ev)
 }
 
-conditions_hold(when, _) if count(when) == 0
-
-conditions_hold(when, ev) if {
-	count(when) > 0
+# (One definition with else branches: most sources have no conditions, and
+# the first test settles them.)
+conditions_hold(when, ev) := true if {
+	count(when) == 0
+} else := true if {
 	when_matches(when, call_for_result(ev).arguments)
-}
-
-# A conditional source whose call fell out of the window: untrusted (fail closed).
-conditions_hold(when, ev) if {
-	count(when) > 0
+} else := true if {
+	# A conditional source whose call fell out of the window: untrusted (fail closed).
 	not call_for_result(ev)
 }
 
@@ -113,7 +122,7 @@ conditions_hold(when, ev) if {
 # turns), "untrusted" (results of untrusted tools), "echo" (a sink's result,
 # which only repeats what the agent sent), "trusted" (any other tool result).
 event_class(ev) := "instruction" if {
-	ev.kind in {"user", "system"}
+	instruction_kinds[ev.kind]
 } else := "untrusted" if {
 	untrusted_result(ev)
 } else := "echo" if {
@@ -122,6 +131,8 @@ event_class(ev) := "instruction" if {
 } else := "trusted" if {
 	ev.kind == "tool_result"
 } else := "other"
+
+instruction_kinds := {"user", "system"}
 
 # "a web page the agent read with fetch_url at step 4"
 source_phrase(src) := sprintf("%s the agent read with %s at step %v", [src.what, src.tool, src.seq]) if src.what != src.tool

@@ -25,6 +25,9 @@
 # Settings (data.proctor_settings.flow, defaults in proctor_defaults):
 #   value_kinds  {kind: {"regex": one capture group, "normalize": lower|host|digits|alnum_upper,
 #                "label", "hint"?: a substring the text must contain for the regex to run}}
+#                (the regex reads the new texts of a class joined by blank lines: it
+#                must match no newline inside a value and take one as a boundary,
+#                as (?:^|[^...]) does, where a bare ^ or $ would not)
 #   dates        true: also dates ("May 1st", "2024-05-01"), compared as month-day
 #   names        true: also keep names (the recommendation rule and destination_names use them)
 #   max_values, max_names, max_words, max_sources
@@ -50,26 +53,28 @@ max_sources := object.get(flow_cfg, "max_sources", 100)
 
 # ---- extraction ------------------------------------------------------------
 
-candidates(text) := {c |
-	some k in value_kind_specs
-	contains(text, k.hint)
-	some m in regex.find_all_string_submatch_n(k.regex, text, -1)
-	count(m) > 1
-	v := normalize_value(k.normalize, m[1])
-	v != ""
-	c := {"kind": k.kind, "value": v}
-}
+candidates(text) := kind_candidates(text, value_kinds)
 
-# The value kinds with their defaults filled in, once per decision (not for
-# every text candidates() reads).
-value_kind_specs := [{"kind": kind, "regex": spec.regex, "hint": object.get(spec, "hint", ""), "normalize": object.get(spec, "normalize", "lower")} |
-	some kind, spec in value_kinds
-]
+# The candidates of some value kinds ({kind: spec}, value_kinds or a part of
+# it), each distinct match normalised once.
+kind_candidates(text, kinds) := {{"kind": kind, "value": v} |
+	some kind, spec in kinds
+	contains(text, object.get(spec, "hint", ""))
+	some match in {m[1] | some m in regex.find_all_string_submatch_n(spec.regex, text, -1); count(m) > 1}
+	v := normalize_value(object.get(spec, "normalize", "lower"), match)
+	v != ""
+}
 
 # Candidates plus dates: what a text contributes to the value labels.
 text_values(text) := candidates(text) | {{"kind": "date", "value": d} | some d in date_keys(text)} if {
 	dates_on
 } else := candidates(text)
+
+# The same, for some kinds only (a set of names, "date" among them or not).
+text_values_of(text, kinds) := kind_candidates(text, object.filter(value_kinds, kinds)) | {{"kind": "date", "value": d} | some d in date_keys(text)} if {
+	dates_on
+	kinds.date
+} else := kind_candidates(text, object.filter(value_kinds, kinds))
 
 trim_value(v) := trim(v, " \t\r\n.,;:!?)]}>'\"`")
 
@@ -101,6 +106,7 @@ date_keys(text) := iso | month_day | day_month if {
 	regex.match(`[0-9]`, text)
 	months_named := regex.match(`(?i)(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)`, text)
 	iso := {sprintf("%s-%s", [m[2], m[3]]) |
+		contains(text, "-") # (a regex call costs more than this test)
 		some m in regex.find_all_string_submatch_n(`([0-9]{4})-([0-9]{2})-([0-9]{2})`, text, -1)
 	}
 	month_day := {d |
@@ -115,8 +121,11 @@ date_keys(text) := iso | month_day | day_month if {
 	}
 } else := set() # no digit, no date
 
+# (Leading zeros trimmed: regorus's to_number refuses "05", which OPA reads as 5.)
 month_day_key(month, day) := sprintf("%02d-%02d", [month_numbers[lower(substring(month, 0, 3))], n]) if {
-	n := to_number(day)
+	digits := trim_left(day, "0")
+	digits != ""
+	n := to_number(digits)
 	n >= 1
 	n <= 31
 }
@@ -124,8 +133,9 @@ month_day_key(month, day) := sprintf("%02d-%02d", [month_numbers[lower(substring
 # Capitalised words (an upper-case letter, then lower-case ones), lower-cased:
 # "Riverside View Hotel" -> riverside, view, hotel. Acronyms and tokens with
 # digits (keys, ids) are not names.
-name_tokens(text) := {lower(m[1]) |
-	some m in regex.find_all_string_submatch_n(`(?:^|[^A-Za-z0-9_])([A-Z][a-z'-]*[a-z])`, text, -1)
+# (Each distinct word lower-cased once: a long text repeats its names.)
+name_tokens(text) := {lower(w) |
+	some w in {m[1] | some m in regex.find_all_string_submatch_n(`(?:^|[^A-Za-z0-9_])([A-Z][a-z'-]*[a-z])`, text, -1)}
 }
 
 # Every word of two characters or more, lower-cased.
@@ -147,13 +157,16 @@ untrusted_sources := label_list("untrusted_sources")
 
 untrusted_values := label_object("untrusted_values")
 
-trusted_values := {v | some v in label_list("trusted_values")}
-
 untrusted_names := label_object("untrusted_names")
 
-trusted_names := {v | some v in label_list("trusted_names")}
+# The trusted lists are looked up as they are (`v in trusted_values`), never
+# turned into sets: building a set of a full list costs regorus more than a
+# whole decision otherwise does, and most decisions look up nothing in them.
+trusted_values := label_list("trusted_values")
 
-instruction_words := {v | some v in label_list("instruction_words")}
+trusted_names := label_list("trusted_names")
+
+instruction_words := label_list("instruction_words")
 
 flow_overflow if input.session.labels.flow_overflow == true
 
@@ -170,13 +183,17 @@ untrusted_source_at(i) := {"tool": "an untrusted tool", "what": "untrusted conte
 
 # ---- what this call adds (request stage) --------------------------------------------
 
-# This call's new texts, each classified once (tools.rego: event_class).
+# This call's new texts, each classified once (tools.rego: event_class). Only
+# the user's and system's turns and tool results carry what the labels keep.
 new_texts := [{"text": ev.text, "tool": object.get(ev, "tool_name", null), "seq": object.get(ev, "seq", null), "kind": ev.kind, "class": event_class(ev)} |
 	input.stage == "request"
 	some ev in input.new
+	text_kinds[ev.kind]
 	is_string(ev.text)
 	ev.text != ""
 ]
+
+text_kinds := {"user", "system", "tool_result"}
 
 new_untrusted := [t | some t in new_texts; t["class"] == "untrusted"]
 
@@ -187,39 +204,94 @@ new_trusted_texts := [t.text | some t in new_texts; t["class"] in {"instruction"
 
 new_instruction_texts := [t.text | some t in new_texts; t["class"] == "instruction"]
 
-untrusted_event_values := [text_values(u.text) | some u in new_untrusted]
+# Each extractor runs once over all the texts of a class, joined by a blank
+# line, rather than once per text: a regex call costs regorus about as much to
+# compile as to run on a short text. Nothing the extractors find spans a blank
+# line (the detectors match no newline inside a value, and a newline is a
+# boundary for all of them), so the joined text yields what the texts yield.
+joined(texts) := concat("\n\n", texts)
 
-new_untrusted_values := {v: [kind, source_index(j)] |
-	some v in {c.value | some cs in untrusted_event_values; some c in cs}
-	not untrusted_values[v]
-	j := min({i | some i, cs in untrusted_event_values; some c in cs; c.value == v})
-	kind := min({c.kind | some c in untrusted_event_values[j]; c.value == v})
+new_trusted_values := {c.value |
+	count(new_trusted_texts) > 0
+	some c in text_values(joined(new_trusted_texts))
 }
 
-new_trusted_values := {c.value | some t in new_trusted_texts; some c in text_values(t)}
+# Untrusted values also remember the first source that supplied them: the
+# texts are read one by one only when they are several and together supplied
+# a value the labels do not know yet, and then only by the kinds of those values.
+new_untrusted_joined := joined([u.text | some u in new_untrusted])
+
+unknown_untrusted_candidates := {c |
+	count(new_untrusted) > 0
+	some c in text_values(new_untrusted_joined)
+	not untrusted_values[c.value]
+}
+
+new_untrusted_values := {v: [kind, source_index(0)] |
+	some v in {c.value | some c in unknown_untrusted_candidates}
+	kind := min({c.kind | some c in unknown_untrusted_candidates; c.value == v})
+} if {
+	count(new_untrusted) == 1
+} else := {s[0]: [s[2], source_index(s[1])] |
+	# [value, text index, kind] for each sighting, sorted: a value's first is
+	# its earliest text and, there, the first of its kinds by name.
+	sightings := sort([[c.value, i, c.kind] |
+		some i, cs in untrusted_event_values
+		some c in cs
+		not untrusted_values[c.value]
+	])
+	some s in first_of_each(sightings)
+}
+
+unknown_untrusted_kinds := {c.kind | some c in unknown_untrusted_candidates}
+
+untrusted_event_values := [text_values_of(u.text, unknown_untrusted_kinds) | some u in new_untrusted]
+
+unknown_untrusted_tokens := {n |
+	names_on
+	count(new_untrusted) > 0
+	some n in name_tokens(new_untrusted_joined)
+	not untrusted_names[n]
+}
+
+new_untrusted_names := {n: source_index(0) | some n in unknown_untrusted_tokens} if {
+	count(new_untrusted) == 1
+} else := {s[0]: source_index(s[1]) |
+	sightings := sort([[n, i] |
+		some i, ns in untrusted_event_names
+		some n in ns
+		not untrusted_names[n]
+	])
+	some s in first_of_each(sightings)
+}
+
+# The first item of each run of items with the same first element, in a
+# sorted list of arrays (one pass, where a search per item would be quadratic).
+first_of_each(sorted) := [s |
+	previous := array.concat([[null]], sorted)
+	some k, s in sorted
+	previous[k][0] != s[0]
+]
 
 untrusted_event_names := [name_tokens(u.text) | names_on; some u in new_untrusted]
 
-new_untrusted_names := {n: source_index(j) |
-	some n in {x | some ns in untrusted_event_names; some x in ns}
-	not untrusted_names[n]
-	j := min({i | some i, ns in untrusted_event_names; ns[n]})
-}
-
-new_trusted_names := {n |
+new_trusted_names := name_tokens(joined(new_trusted_tool_texts)) if {
 	names_on
-	some t in new_texts
-	t["class"] == "trusted"
-	some n in name_tokens(t.text)
-}
+	count(new_trusted_tool_texts) > 0
+} else := set()
 
-new_instruction_words := {w | some t in new_instruction_texts; some w in words(t)}
+new_trusted_tool_texts := [t.text | some t in new_texts; t["class"] == "trusted"]
+
+new_instruction_words := words(joined(new_instruction_texts)) if {
+	count(new_instruction_texts) > 0
+} else := set()
 
 # ---- growing the labels within their caps ----------------------------------------
 
 # old (an array) plus the new items not in it, at most cap items in all.
-grow_list(old, known, new, cap) := array.concat(old, array.slice(sort(added), 0, max([0, cap - count(old)]))) if {
-	added := new - known
+grow_list(old, new, cap) := array.concat(old, array.slice(sort(added), 0, max([0, cap - count(old)]))) if {
+	added := {v | some v in new; not v in old}
+	count(added) > 0
 }
 
 # old (an object) plus the new keys, at most cap keys in all.
@@ -238,9 +310,9 @@ labels["untrusted_values"] := grow_object(untrusted_values, new_untrusted_values
 	count(new_untrusted_values) > 0
 }
 
-labels["trusted_values"] := grow_list(label_list("trusted_values"), trusted_values, new_trusted_values, max_values) if {
+labels["trusted_values"] := grow_list(trusted_values, new_trusted_values, max_values) if {
 	input.stage == "request"
-	count(new_trusted_values - trusted_values) > 0
+	count(new_trusted_values) > 0
 }
 
 labels["untrusted_names"] := grow_object(untrusted_names, new_untrusted_names, max_names) if {
@@ -248,14 +320,14 @@ labels["untrusted_names"] := grow_object(untrusted_names, new_untrusted_names, m
 	count(new_untrusted_names) > 0
 }
 
-labels["trusted_names"] := grow_list(label_list("trusted_names"), trusted_names, new_trusted_names, max_names) if {
+labels["trusted_names"] := grow_list(trusted_names, new_trusted_names, max_names) if {
 	input.stage == "request"
-	count(new_trusted_names - trusted_names) > 0
+	count(new_trusted_names) > 0
 }
 
-labels["instruction_words"] := grow_list(label_list("instruction_words"), instruction_words, new_instruction_words, max_words) if {
+labels["instruction_words"] := grow_list(instruction_words, new_instruction_words, max_words) if {
 	input.stage == "request"
-	count(new_instruction_words - instruction_words) > 0
+	count(new_instruction_words) > 0
 }
 
 labels["flow_overflow"] := true if {

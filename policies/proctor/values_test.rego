@@ -86,6 +86,55 @@ test_labels_conditional_source_untrusted_when_its_call_is_out_of_sight if {
 	d.labels.untrusted_values["evil.example"] == ["url", 0]
 }
 
+test_labels_each_value_with_the_first_untrusted_text_that_has_it if {
+	before := {"untrusted_sources": [{"tool": "fetch_url", "seq": 2}], "untrusted_values": {"a@x.example": ["email", 0]}}
+	new := [
+		ev(7, "tool_result", "fetch_url", "write to a@x.example or b@y.example"),
+		ev(8, "tool_result", "read_file", "c@z.example is known here"),
+		ev(9, "tool_result", "fetch_url", "write to b@y.example, c@z.example or +4111 1111 1111 1111 by May 2nd"),
+	]
+	d := decide(request(new, before))
+	d.labels.untrusted_sources == [{"tool": "fetch_url", "seq": 2}, {"tool": "fetch_url", "seq": 7}, {"tool": "fetch_url", "seq": 9}]
+	d.labels.untrusted_values == {
+		"a@x.example": ["email", 0],
+		"b@y.example": ["email", 1],
+		"c@z.example": ["email", 2],
+		"4111111111111111": ["card", 2], # also a phone number: the first kind by name
+		"05-02": ["date", 2],
+	}
+	d.labels.trusted_values == ["c@z.example"]
+}
+
+test_labels_a_value_of_two_kinds_with_the_first_kind if {
+	d := decide(request([ev(4, "tool_result", "fetch_url", "call +4111 1111 1111 1111")], {}))
+	d.labels.untrusted_values == {"4111111111111111": ["card", 0]}
+}
+
+test_labels_each_name_with_the_first_untrusted_text_that_has_it if {
+	before := {"untrusted_sources": [{"tool": "fetch_url", "seq": 2}], "untrusted_names": {"harbour": 0}}
+	new := [ev(3, "tool_result", "fetch_url", "Visit Riverside"), ev(4, "tool_result", "fetch_url", "Riverside, Harbour and Dune")]
+	d := decide(request(new, before))
+	d.labels.untrusted_names == {"harbour": 0, "visit": 1, "riverside": 1, "dune": 2}
+}
+
+test_labels_no_names_of_several_texts_when_names_are_off if {
+	new := [ev(3, "tool_result", "fetch_url", "Visit Riverside"), ev(4, "tool_result", "fetch_url", "Riverside, Harbour and Dune")]
+	d := decide_with(request(new, {}), {"flow": {"names": false}})
+	not d.labels.untrusted_names
+	count(d.labels.untrusted_sources) == 2
+}
+
+test_extracts_nothing_across_two_texts if {
+	new := [
+		ev(0, "user", null, "see you in May"),
+		ev(1, "tool_result", "read_file", "12 guests, mail bob"),
+		ev(2, "tool_result", "read_file", "@corp.example"),
+	]
+	d := decide(request(new, {}))
+	not d.labels.trusted_values
+	d.labels.instruction_words == ["in", "may", "see", "you"]
+}
+
 test_labels_stay_within_their_caps if {
 	before := {"untrusted_sources": [{"tool": "fetch_url", "seq": 1}], "untrusted_values": {"a@x.example": ["email", 0]}}
 	d := decide_with(request([ev(7, "tool_result", "fetch_url", "b@y.example c@z.example")], before), {"flow": {"max_values": 2}})
@@ -120,6 +169,10 @@ test_extracts_no_link_from_an_email_address_or_a_file_name if {
 test_extracts_dates_in_common_forms if {
 	keys := data.proctor.date_keys("2024-05-01, May 2nd 2024, the 3rd of May, 4 May and Jan. 5")
 	keys == {"05-01", "05-02", "05-03", "05-04", "01-05"}
+}
+
+test_extracts_dates_with_a_leading_zero if {
+	data.proctor.date_keys("May 05, 09 June and May 00") == {"05-05", "06-09"}
 }
 
 test_extracts_no_date_from_plain_numbers if {
