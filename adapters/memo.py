@@ -2,18 +2,22 @@
 
 Agents re-send their whole history on every call, so all but the last few
 messages of a request were decoded (and hashed) on an earlier call. The memo
-maps a message's JSON bytes, plus whatever context its events depend on (the
-tool name a result inherits from its call), to the events decoded from it the
-first time. Serialising a message with orjson costs a fraction of decoding it;
-the cached events are frozen and carry their hashes, so a hit skips both.
+maps a digest of a message's JSON bytes, plus whatever context its events
+depend on (the tool name a result inherits from its call), to the events
+decoded from it the first time. Serialising and digesting a message costs a
+fraction of decoding it; the cached events are frozen and carry their hashes,
+so a hit skips both. Keys are 16-byte digests, not the bytes themselves: orjson
+hands back every serialised value in a buffer of at least 4 KB.
 
 Only messages that decoded cleanly are remembered: a message that fails
 validation is decoded again (and fails again with its own path) every time.
-Bounded by entries and by the bytes of the keys, least recently used first.
+Bounded by entries and by the size of the events it holds (their texts plus a
+fixed overhead each), least recently used first.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from typing import Callable, Hashable, Sequence
 
@@ -22,13 +26,14 @@ import orjson
 from adapters.model import EventKind, TrajectoryEvent
 
 Key = tuple[bytes, Hashable]
+_EVENT_OVERHEAD = 400  # bytes an event object takes besides its text, roughly
 
 
 class MessageMemo:
     def __init__(self, max_entries: int = 50_000, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._items: OrderedDict[Key, tuple[TrajectoryEvent, ...]] = OrderedDict()
+        self._items: OrderedDict[Key, tuple[tuple[TrajectoryEvent, ...], int]] = OrderedDict()
         self._bytes = 0
         self.hits = self.misses = 0
 
@@ -36,31 +41,33 @@ class MessageMemo:
     def key(message: object, context: Hashable = None) -> Key | None:
         """The memo key of a message, or None when it cannot be serialised (then it is never cached)."""
         try:
-            return orjson.dumps(message), context
+            return hashlib.blake2b(orjson.dumps(message), digest_size=16).digest(), context
         except TypeError:
             return None
 
     def get(self, key: Key | None) -> tuple[TrajectoryEvent, ...] | None:
         if key is None:
             return None
-        events = self._items.get(key)
-        if events is None:
+        item = self._items.get(key)
+        if item is None:
             self.misses += 1
             return None
         self._items.move_to_end(key)
         self.hits += 1
-        return events
+        return item[0]
 
     def put(self, key: Key | None, events: tuple[TrajectoryEvent, ...]) -> None:
         if key is None or key in self._items:
             return
+        size = 0
         for ev in events:
             ev.hash  # computed once, here, and kept with the cached event
-        self._items[key] = events
-        self._bytes += len(key[0])
+            size += len(ev.text or "") + _EVENT_OVERHEAD
+        self._items[key] = (events, size)
+        self._bytes += size
         while self._items and (len(self._items) > self.max_entries or self._bytes > self.max_bytes):
-            old, _ = self._items.popitem(last=False)
-            self._bytes -= len(old[0])
+            _, (_, old) = self._items.popitem(last=False)
+            self._bytes -= old
 
     def __len__(self) -> int:
         return len(self._items)

@@ -95,7 +95,7 @@ def test_the_memo_evicts_the_least_recently_used_within_its_bounds() -> None:
     assert memo.get(keys[0]) is events  # now the most recent
     memo.put(keys[2], events)
     assert memo.get(keys[1]) is None and memo.get(keys[0]) is events and len(memo) == 2
-    small = MessageMemo(max_entries=100, max_bytes=30)
+    small = MessageMemo(max_entries=100, max_bytes=1000)
     for i in range(10):
-        small.put(small.key({"text": f"{i:>10}"}), events)
-    assert len(small) == 1  # each key is ~21 bytes: only one fits
+        small.put(small.key({"n": i}), (TrajectoryEvent(kind=EventKind.USER, text="x" * 300),))
+    assert len(small) == 1  # each entry is 300 characters plus an event's overhead: only one fits
