@@ -14,6 +14,12 @@ transaction, so the events of one session stay gapless and ordered.
 Work that no caller waits for runs when the queue is empty, in bounded steps
 so a call arriving meanwhile waits little: indexing new events for full-text
 search (``proxy/audit/search.py``; searches cover what is not indexed yet).
+
+Checkpoints (copying the write-ahead log into the database file, with an fsync)
+run on a thread of their own: SQLite's automatic checkpoint would run inside
+the commit of whichever call filled the log, which then waited 10-20 ms. The
+writer turns it off; the checkpointer runs a PASSIVE checkpoint, which never
+blocks the writer, shortly after writes.
 """
 from __future__ import annotations
 
@@ -50,6 +56,9 @@ class SqliteStore:
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._indexed = 0  # events up to this rowid are in the search index (the writer thread's view)
+        self._wrote = threading.Event()  # set after a commit: the log has frames to checkpoint
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -62,6 +71,9 @@ class SqliteStore:
         self._thread = threading.Thread(target=self._run, args=(ready,), name="proctor-sqlite", daemon=True)
         self._thread.start()
         await ready
+        self._stop.clear()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="proctor-sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
         # Small indexed reads on the hot path run here, on the event loop's thread:
         # in WAL mode they never wait for the writer, and skipping the hop to the
         # store thread saves more than the read costs.
@@ -76,6 +88,29 @@ class SqliteStore:
             self._jobs.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
             self._thread = None
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._wrote.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
+            self._checkpointer = None
+
+    def _checkpoint_loop(self, pause: float = 0.2) -> None:
+        """Checkpoint a little after writes, off the writer's path. PASSIVE copies
+        what no reader still needs and returns; the writer appends meanwhile."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True, timeout=30)
+        try:
+            while not self._stop.is_set():
+                self._wrote.wait()
+                if self._stop.is_set():
+                    break
+                self._wrote.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:  # e.g. the file went away under a test; the next write retries
+                    log.exception("checkpointing the store failed")
+                self._stop.wait(pause)  # let writes gather between checkpoints
+        finally:
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True, timeout=30)
@@ -83,12 +118,14 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; WAL fsyncs at checkpoint
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA journal_size_limit=67108864")  # the log file shrinks back to 64 MB after a reset
         return conn
 
     def _run(self, ready: asyncio.Future[None]) -> None:
         loop = ready.get_loop()
         try:
             conn = self._connect()
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it (see above)
             _migrate(conn)
         except BaseException as e:  # report to the opener, then stop
             loop.call_soon_threadsafe(ready.set_exception, e)
@@ -118,6 +155,7 @@ class SqliteStore:
                 batch.append(nxt)
             self._run_batch(conn, batch)
             if any(is_write for _, is_write, _ in batch):
+                self._wrote.set()
                 behind = True
                 if latest_event(conn) - self._indexed > MAX_LAG:  # never idle: index between batches too
                     self._index_search(conn)
@@ -131,6 +169,7 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             self._indexed, left = index_pending(conn)
             conn.execute("COMMIT")
+            self._wrote.set()
         except Exception:  # searches still see unindexed events; try again after the next write
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

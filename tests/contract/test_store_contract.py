@@ -183,3 +183,24 @@ async def test_root_keeps_its_trees_totals(store: SessionStore) -> None:
         assert record.tree["counters"]["tool_calls_total"] == 4 and record.tree["counters"]["calls"] == 3
     other, _ = await store.session_view("other", 4)
     assert other is not None and other.tree["sessions"] == 1 and other.tree["counters"]["tool_calls_total"] == 1
+
+
+async def test_the_log_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    """Commits never checkpoint (the writer turns that off), so a thread of the
+    store's own must copy the write-ahead log into the database file while it is
+    open; otherwise the log would only grow."""
+    import os
+
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        db = tmp_path / "s.db"
+        before = os.path.getsize(db)
+        for i in range(60):
+            await store.record_call(_new(f"s{i}", _events(*(f"event {i}.{j} " * 40 for j in range(20)))))
+        deadline = time.monotonic() + 5
+        while os.path.getsize(db) <= before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert os.path.getsize(db) > before, "nothing reached the database file while the store was open"
+    finally:
+        await store.close()
