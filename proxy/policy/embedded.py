@@ -71,6 +71,7 @@ def _load_into(engine: Any, bundle: Bundle, with_tests: bool) -> str | None:
 
 class EmbeddedEngine:
     name = "embedded"
+    interruptible = False  # regorus runs to completion holding the GIL; only its duration can be judged
 
     def __init__(self) -> None:
         self._engine: Any = None

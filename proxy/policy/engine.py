@@ -16,6 +16,9 @@ class EngineError(ProctorError):
 
 class PolicyEngine(Protocol):
     name: str
+    # True when evaluate() awaits something (a server) and can be cancelled at the
+    # timeout; False for an in-process engine that runs to completion on the loop.
+    interruptible: bool
 
     async def start(self) -> None: ...
 

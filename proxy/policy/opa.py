@@ -18,6 +18,7 @@ from proxy.policy.engine import EngineError
 
 class OpaEngine:
     name = "opa"
+    interruptible = True
 
     def __init__(self, url: str, *, push: bool = True, timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")

@@ -218,9 +218,11 @@ class PolicyPoint:
         error: str | None = None
         revision = self.revision
         try:
-            result, revision = await asyncio.wait_for(
-                self.engine.evaluate(self.query, orjson.dumps(doc, default=str)), self.timeout
-            )
+            evaluation = self.engine.evaluate(self.query, orjson.dumps(doc, default=str))
+            if self.engine.interruptible:
+                result, revision = await asyncio.wait_for(evaluation, self.timeout)
+            else:  # a task to time it out could not stop it: await it inline, judge its duration below
+                result, revision = await evaluation
             if time.perf_counter() - t0 > self.timeout:  # an in-process engine cannot be interrupted, only judged late
                 raise EngineError(f"policy evaluation took longer than {self.timeout:g}s")
             decision = parse_decision(result, shadow_rules=self.shadow_rules, mode=self.mode)  # type: ignore[arg-type]
