@@ -25,9 +25,13 @@ PID at the end, also on an error or Ctrl-C):
 On a machine with 2 or more CPUs the two proxies are pinned to the second CPU
 and this process (the load generator), the upstream and ``wrk`` to the first, so
 the proxy under test has a core to itself; only one proxy is under load at a time.
-Each of the two CPUs also runs a busy loop at SCHED_IDLE priority (``--no-spin``
-turns them off): on a VM a halted vCPU takes milliseconds to wake, which would
-otherwise dominate p99 and skew every cross-core hop. The output says how much
+The first CPU also runs a busy loop at SCHED_IDLE priority (``--no-spin``
+turns it off): on a VM a halted vCPU takes milliseconds to wake, which would
+otherwise dominate p99 and skew every cross-core hop. The proxies' CPU is not
+spun unless ``--spin-proxy-cpu`` asks: on this kernel (EEVDF scheduler) a thread
+that wakes does not always preempt a SCHED_IDLE task at once, which delayed
+every hand-off between Proctor's threads (event loop, store writer): 8 KB p50
+added 19 ms with that loop, 11 ms without, in runs minutes apart. The output says how much
 CPU other processes on the machine used meanwhile; above 5% the numbers are
 disturbed and the run should be repeated on a quiet machine.
 
@@ -877,7 +881,7 @@ async def measure(args: argparse.Namespace, plan: Plan, procs: Procs, tmp: Path,
     if gen_cpu:
         os.sched_setaffinity(0, gen_cpu)
     if gen_cpu and not args.no_spin:
-        for cpu in sorted(gen_cpu | proxy_cpu):
+        for cpu in sorted(gen_cpu | proxy_cpu if args.spin_proxy_cpu else gen_cpu):
             procs.start(f"keep-awake {cpu}", [sys.executable, "-c", SPIN], {cpu})
     ports = {t: free_port() for t in TARGETS}
     upstream = f"http://127.0.0.1:{ports[DIRECT]}/v1"
@@ -910,8 +914,9 @@ async def measure(args: argparse.Namespace, plan: Plan, procs: Procs, tmp: Path,
                     f"upstream and wrk on CPU {sorted(gen_cpu)[0]} (upstream threads: "
                     f"{thread_affinities(procs.procs['upstream'].pid)})")
         if gen_cpu else f"not pinned: only {len(cpus)} CPU(s) available",
-        "keep_awake": ("a SCHED_IDLE busy loop on each of those CPUs keeps the vCPUs from halting "
-                       "(--no-spin to leave them idle)") if gen_cpu and not args.no_spin else "none",
+        "keep_awake": (f"a SCHED_IDLE busy loop on CPU {'s '.join(str(c) for c in sorted(gen_cpu | proxy_cpu)) if args.spin_proxy_cpu else sorted(gen_cpu)[0]}"
+                       " keeps the vCPU from halting (--no-spin: none; --spin-proxy-cpu: the proxies' CPU too)")
+        if gen_cpu and not args.no_spin else "none",
         "loadavg": "load average " + " ".join(open("/proc/loadavg").read().split()[:3]) + " at the start",
         "store": f"sqlite:///{db} ({fs})", "plan": "quick" if args.quick else "full", "code": code_version(procs.source),
     })
@@ -1418,7 +1423,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Proctor overhead benchmark (see the module docstring).")
     parser.add_argument("--quick", action="store_true", help="a short run (< 1 minute), noisier numbers")
     parser.add_argument("--no-wrk", action="store_true", help="measure max requests/s with the asyncio client only")
-    parser.add_argument("--no-spin", action="store_true", help="no SCHED_IDLE busy loops on the pinned CPUs")
+    parser.add_argument("--no-spin", action="store_true", help="no SCHED_IDLE busy loop on the load generator's CPU")
+    parser.add_argument("--spin-proxy-cpu", action="store_true",
+                        help="also a SCHED_IDLE busy loop on the proxies' CPU (delays hand-offs between threads)")
     parser.add_argument("--profile", action="store_true", help="after the measurements, profile Proctor with py-spy")
     parser.add_argument("--profile-only", action="store_true", help="only profile (implies --profile)")
     parser.add_argument("--profile-python-only", action="store_true", help="py-spy without --native")
