@@ -11,8 +11,10 @@ hands back every serialised value in a buffer of at least 4 KB.
 
 Only messages that decoded cleanly are remembered: a message that fails
 validation is decoded again (and fails again with its own path) every time.
-Bounded by entries and by the size of the events it holds (their texts plus a
-fixed overhead each), least recently used first.
+Bounded by entries and by size (each entry counts its message's serialised
+bytes, which covers texts and tool arguments alike, plus a fixed overhead per
+event), least recently used first. A message larger than a sixteenth of the
+bound is not remembered: it would push out many others to save one decode.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ class MessageMemo:
         self.hits = self.misses = 0
 
     @staticmethod
-    def key(message: object, context: Hashable = None) -> Key | None:
-        """The memo key of a message, or None when it cannot be serialised (then it is never cached)."""
+    def key(message: object, context: Hashable = None) -> tuple[Key, int] | None:
+        """The memo key of a message and its serialised size, or None when it cannot
+        be serialised (then it is never cached)."""
         try:
-            return hashlib.blake2b(orjson.dumps(message), digest_size=16).digest(), context
+            raw = orjson.dumps(message)
         except TypeError:
             return None
+        return (hashlib.blake2b(raw, digest_size=16).digest(), context), len(raw)
 
     def get(self, key: Key | None) -> tuple[TrajectoryEvent, ...] | None:
         if key is None:
@@ -56,13 +60,12 @@ class MessageMemo:
         self.hits += 1
         return item[0]
 
-    def put(self, key: Key | None, events: tuple[TrajectoryEvent, ...]) -> None:
-        if key is None or key in self._items:
+    def put(self, key: Key | None, size: int, events: tuple[TrajectoryEvent, ...]) -> None:
+        size += _EVENT_OVERHEAD * len(events)
+        if key is None or key in self._items or size > self.max_bytes // 16:
             return
-        size = 0
         for ev in events:
             ev.hash  # computed once, here, and kept with the cached event
-            size += len(ev.text or "") + _EVENT_OVERHEAD
         self._items[key] = (events, size)
         self._bytes += size
         while self._items and (len(self._items) > self.max_entries or self._bytes > self.max_bytes):
@@ -80,12 +83,13 @@ def decode_with(
     """The events of one message: remembered, or ``decode()``d (which validates the
     message and records the tool names its calls define in ``names``). A remembered
     message's calls define their names again here, as decoding would have."""
-    key = memo.key(message, context)
+    keyed = memo.key(message, context)
+    key, size = keyed if keyed is not None else (None, 0)
     known = memo.get(key)
     if known is None:
         known = tuple(decode())
-        memo.put(key, known)
-    else:
+        memo.put(key, size, known)
+    else:  # as the adapters do: any call with an id and a name ("" included) names its results
         names.update((ev.tool_call_id, ev.tool_name) for ev in known
-                     if ev.kind is EventKind.TOOL_CALL and ev.tool_call_id and ev.tool_name)
+                     if ev.kind is EventKind.TOOL_CALL and ev.tool_call_id is not None and ev.tool_name is not None)
     return known

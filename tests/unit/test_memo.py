@@ -4,6 +4,7 @@ messages are never remembered, and the memo stays within its bounds."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from adapters import anthropic_messages, openai_chat, openai_responses
@@ -87,15 +88,35 @@ def test_a_bad_message_is_never_remembered(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_the_memo_evicts_the_least_recently_used_within_its_bounds() -> None:
-    memo = MessageMemo(max_entries=2, max_bytes=10_000)
+    memo = MessageMemo(max_entries=2, max_bytes=1_000_000)
     events = (TrajectoryEvent(kind=EventKind.USER, text="a"),)
     keys = [memo.key({"n": i}) for i in range(3)]
-    memo.put(keys[0], events)
-    memo.put(keys[1], events)
-    assert memo.get(keys[0]) is events  # now the most recent
-    memo.put(keys[2], events)
-    assert memo.get(keys[1]) is None and memo.get(keys[0]) is events and len(memo) == 2
-    small = MessageMemo(max_entries=100, max_bytes=1000)
-    for i in range(10):
-        small.put(small.key({"n": i}), (TrajectoryEvent(kind=EventKind.USER, text="x" * 300),))
-    assert len(small) == 1  # each entry is 300 characters plus an event's overhead: only one fits
+    for key, size in keys[:2]:
+        memo.put(key, size, events)
+    assert memo.get(keys[0][0]) is events  # now the most recent
+    memo.put(*keys[2], events)
+    assert memo.get(keys[1][0]) is None and memo.get(keys[0][0]) is events and len(memo) == 2
+
+
+def test_the_size_bound_counts_arguments_and_skips_what_is_too_large() -> None:
+    memo = MessageMemo(max_entries=1000, max_bytes=160_000)  # entries up to 10,000 bytes are kept
+    call = (TrajectoryEvent(kind=EventKind.TOOL_CALL, tool_name="write", arguments={"content": "x"}, tool_call_id="c"),)
+    for i in range(40):  # each message carries ~5 KB of arguments and no text
+        memo.put(*memo.key({"n": i, "content": "x" * 5000}), call)
+    assert 0 < len(memo) <= 160_000 // 5000  # the arguments counted: not all 40 fit
+    before = len(memo)
+    memo.put(*memo.key({"content": "y" * 20_000}), call)  # one entry larger than a sixteenth of the bound
+    assert len(memo) == before and memo.get(memo.key({"content": "y" * 20_000})[0]) is None
+
+
+@pytest.mark.parametrize("module,adapter,body", CASES, ids=["chat", "responses", "messages"])
+def test_an_empty_call_id_still_names_its_result_on_a_hit(module, adapter, body, monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh(module, monkeypatch)
+
+    def empty_ids(tool: str) -> dict:
+        return orjson.loads(orjson.dumps(body(tool)).replace(b'"c1"', b'""'))
+
+    first = adapter.decode_request(empty_ids("bash"))
+    again = adapter.decode_request(empty_ids("bash"))
+    assert first.history[-1].tool_name == "bash"
+    assert as_tuples(again.history) == as_tuples(first.history)
