@@ -157,15 +157,17 @@ class SqliteStore:
             if any(is_write for _, is_write, _ in batch):
                 self._wrote.set()
                 behind = True
-                if latest_event(conn) - self._indexed > MAX_LAG:  # never idle: index between batches too
-                    self._index_search(conn)
+                self._index_search(conn, only_if_lagging=True)  # never idle: index between batches too
         conn.close()
 
-    def _index_search(self, conn: sqlite3.Connection) -> bool:
-        """Index one chunk of new events for full-text search; True while more wait."""
+    def _index_search(self, conn: sqlite3.Connection, only_if_lagging: bool = False) -> bool:
+        """Index one chunk of new events for full-text search (with ``only_if_lagging``,
+        only when more than MAX_LAG wait); True while more wait. Never raises: the
+        writer thread must outlive any failure here."""
         try:
-            if latest_event(conn) <= self._indexed:  # e.g. the batch recorded calls without events
-                return False
+            latest = latest_event(conn)
+            if latest <= self._indexed or only_if_lagging and latest - self._indexed <= MAX_LAG:
+                return latest > self._indexed
             conn.execute("BEGIN IMMEDIATE")
             self._indexed, left = index_pending(conn)
             conn.execute("COMMIT")

@@ -103,6 +103,7 @@ async def test_a_v2_store_migrates_and_keeps_its_index(tmp_path: Path) -> None:
     first = SqliteStore(path)
     await first.open()
     await first.record_call(_new("before", _user("recorded by version two")))
+    await _caught_up(first.path)  # as the trigger had: everything indexed before the downgrade below
     await first.close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(  # what schema 2 had, as AUDIT_INDEXES created it then
@@ -149,3 +150,22 @@ def test_index_pending_indexes_in_rowid_order_and_resumes(tmp_path: Path) -> Non
     assert marks == [(10, 15), (20, 5), (25, 0)]
     assert conn.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH 'word24'").fetchone()[0] == 1
     conn.close()
+
+
+async def test_the_writer_outlives_a_failure_of_search_indexing(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexing is work no caller waits for: when it fails (here: the first time it
+    looks for new events after a write), the calls after it are still recorded."""
+    real = sqlite_store.latest_event
+    failures = []
+
+    def failing_once(conn: sqlite3.Connection) -> int:
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(conn)
+
+    monkeypatch.setattr(sqlite_store, "latest_event", failing_once)
+    for i in range(3):
+        await asyncio.wait_for(store.record_call(_new(f"after-failure-{i}", _user(f"call {i}"))), timeout=5)
+    assert failures and store._thread is not None and store._thread.is_alive()
+    assert (await store.get_session("after-failure-2")) is not None
