@@ -220,6 +220,13 @@ async def _with_store(url: str, fn: Any) -> Any:
         await store.close()
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="proctor", description="A policy-enforcing proxy for AI agent systems.")
@@ -278,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--store", default=None, help="store URL (default: PROCTOR_STORE, ./proctor.db)")
     replay.add_argument("--config", default=None)
     replay.add_argument("--mode", choices=("enforce", "shadow"), default="enforce", help="judge as enforced (default) or shadowed")
-    replay.add_argument("--window", type=int, default=None, help="stored events each decision sees (default: policy_window)")
+    replay.add_argument("--window", type=_non_negative, default=None, help="stored events each decision sees (default: policy_window)")
     replay.add_argument("--all", action="store_true", help="list every decision, not only the changed and the not allowed")
     replay.add_argument("--json", action="store_true", help="machine-readable output")
     replay.set_defaults(func=cmd_replay)
