@@ -75,7 +75,8 @@ class SessionView:
 
 
 def event_doc(ev: TrajectoryEvent, seq: int | None = None, text_limit: int = 0) -> dict[str, Any]:
-    """An event as policies see it; ``text_limit`` > 0 cuts a longer text (and says so)."""
+    """An event as policies see it; ``text_limit`` > 0 cuts a longer text and longer
+    strings in tool arguments (and says so)."""
     text = ev.text
     doc = {
         "seq": ev.seq if ev.seq is not None else seq,
@@ -91,7 +92,26 @@ def event_doc(ev: TrajectoryEvent, seq: int | None = None, text_limit: int = 0) 
     if text_limit and text is not None and len(text) > text_limit:
         doc["text"] = text[:text_limit]
         doc["text_length"] = len(text)
+    if text_limit and ev.arguments is not None:
+        cut = _cut_strings(ev.arguments, text_limit)
+        if cut is not ev.arguments:
+            doc["arguments"] = cut
+            doc["arguments_cut"] = True
     return doc
+
+
+def _cut_strings(value: Any, limit: int) -> Any:
+    """``value`` with every string longer than ``limit`` cut to it; the same object
+    when nothing was cut (so the common case copies nothing)."""
+    if isinstance(value, str):
+        return value[:limit] if len(value) > limit else value
+    if isinstance(value, dict):
+        items = {k: _cut_strings(v, limit) for k, v in value.items()}
+        return items if any(items[k] is not v for k, v in value.items()) else value
+    if isinstance(value, list):
+        parts = [_cut_strings(v, limit) for v in value]
+        return parts if any(a is not b for a, b in zip(parts, value)) else value
+    return value
 
 
 def call_doc(call: Call | None, client: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,9 @@ class EventDoc(_Doc):
     text_length: int | None = Field(
         None, description="present when the text was cut to policy_text_limit characters: the whole text's length"
     )
+    arguments_cut: bool | None = Field(
+        None, description="present (true) when strings in the arguments were cut to policy_text_limit characters"
+    )
 
 
 class SessionDoc(_Doc):

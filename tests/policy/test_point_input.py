@@ -58,6 +58,21 @@ def test_action_stage_appends_the_reply_and_cuts_new_texts(tmp_path: Path) -> No
     assert doc["trajectory"][-1]["tool_name"] == "a"
     assert [len(e["text"]) for e in doc["new"]] == [10] * 5
     assert doc["action"]["seq"] == 106 and doc["action"]["text"] == "t" * 30  # the judged action is whole
+    assert doc["action"]["arguments"] == {"body": "w" * 30} and "arguments_cut" not in doc["action"]
+
+
+def test_long_strings_in_the_trajectorys_arguments_are_cut(tmp_path: Path) -> None:
+    p = point(tmp_path, window=3, text_limit=10)
+    big = TrajectoryEvent(kind=EventKind.TOOL_CALL, tool_name="write_file", tool_call_id="w",
+                          arguments={"path": "a.py", "content": "x" * 5000, "lines": ["y" * 50, "short"], "n": 3})
+    small = TrajectoryEvent(kind=EventKind.TOOL_CALL, tool_name="read_file", tool_call_id="r", arguments={"path": "a.py"})
+    doc = p.build_input("action", view(100), "s", [], [big, small], big, CALL, CLIENT)
+    PolicyInput.model_validate(doc)
+    cut, kept = doc["trajectory"][-2], doc["trajectory"][-1]
+    assert cut["arguments"] == {"path": "a.py", "content": "x" * 10, "lines": ["y" * 10, "short"], "n": 3}
+    assert cut["arguments_cut"] is True and "arguments_cut" not in kept
+    assert kept["arguments"] is small.arguments  # nothing to cut: not copied
+    assert doc["action"]["arguments"]["content"] == "x" * 5000  # the judged call is whole
 
 
 def test_zero_text_limit_keeps_everything_and_zero_window_keeps_only_the_reply(tmp_path: Path) -> None:
