@@ -11,6 +11,10 @@ hands back every serialised value in a buffer of at least 4 KB.
 
 Only messages that decoded cleanly are remembered: a message that fails
 validation is decoded again (and fails again with its own path) every time.
+And only messages seen a second time: the first sighting keeps just the
+digest, so a message sent once (a session's only call, a fresh request) costs
+a few dozen bytes, not its events. An agent's history message is decoded on
+its first two calls and found in the memo on every later one.
 Bounded by entries and by size (each entry counts its message's serialised
 bytes, which covers texts and tool arguments alike, plus a fixed overhead per
 event), least recently used first. A message larger than a sixteenth of the
@@ -37,6 +41,7 @@ class MessageMemo:
         self.max_bytes = max_bytes
         self._items: OrderedDict[Key, tuple[tuple[TrajectoryEvent, ...], int]] = OrderedDict()
         self._bytes = 0
+        self._seen: set[Key] = set()  # digests seen once, not (yet) remembered; cleared when it reaches max_entries
         self.hits = self.misses = 0
 
     @staticmethod
@@ -64,6 +69,12 @@ class MessageMemo:
         size += _EVENT_OVERHEAD * len(events)
         if key is None or key in self._items or size > self.max_bytes // 16:
             return
+        if key not in self._seen:  # the first sighting: remember that it was seen, not what it holds
+            if len(self._seen) >= self.max_entries:
+                self._seen.clear()
+            self._seen.add(key)
+            return
+        self._seen.discard(key)
         for ev in events:
             ev.hash  # computed once, here, and kept with the cached event
         self._items[key] = (events, size)
