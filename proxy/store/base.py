@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from adapters.model import TrajectoryEvent
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,19 @@ def _search_off_the_write_path_v3(db: sqlite_utils.Database) -> None:
         db.execute(ddl)
 
 
+@_migration(4)
+def _tool_call_indexes_v4(db: sqlite_utils.Database) -> None:
+    """Tool-call ids are looked up only on tool calls (every query says kind =
+    'tool_call'): partial indexes skip the tool results, whose entries cost each
+    recorded call index pages for nothing."""
+    db.execute("DROP INDEX IF EXISTS idx_events_tool_call_id")
+    db.execute("DROP INDEX IF EXISTS idx_events_session_id_tool_call_id")
+    db.execute("CREATE INDEX IF NOT EXISTS events_tool_calls ON events (tool_call_id) WHERE kind = 'tool_call'")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS events_session_tool_calls ON events (session_id, tool_call_id) WHERE kind = 'tool_call'"
+    )
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring the store to SCHEMA_VERSION. The connection is in autocommit mode
     (isolation_level=None), so the transaction is explicit."""

@@ -121,7 +121,9 @@ async def test_a_v2_store_migrates_and_keeps_its_index(tmp_path: Path) -> None:
         await store.record_call(_new("after", _user("recorded by version three")))
         conn = _reader(store.path)
         try:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+            from proxy.store.base import SCHEMA_VERSION
+
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
             assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'audit_events_fts'").fetchone()[0] == 0
             assert search(conn, "recorded by version") == ["after", "before"]
             assert search(conn, "indexed by trigger") == ["before"]

@@ -204,3 +204,39 @@ async def test_the_log_is_checkpointed_in_the_background(tmp_path: Path) -> None
         assert os.path.getsize(db) > before, "nothing reached the database file while the store was open"
     finally:
         await store.close()
+
+
+async def test_a_v3_store_gets_the_partial_tool_call_indexes(tmp_path: Path) -> None:
+    """Schema 4 indexes tool-call ids of tool calls only; a store written by schema 3
+    (full indexes) migrates, and the lookups that need them still use an index."""
+    import sqlite3
+
+    path = tmp_path / "v3.db"
+    first = SqliteStore(path)
+    await first.open()
+    await first.record_call(_new("s3", _events("before the upgrade")))
+    await first.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP INDEX events_tool_calls")
+    conn.execute("DROP INDEX events_session_tool_calls")
+    conn.execute('CREATE INDEX idx_events_tool_call_id ON events ("tool_call_id")')
+    conn.execute('CREATE INDEX idx_events_session_id_tool_call_id ON events ("session_id", "tool_call_id")')
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        call = TrajectoryEvent(kind=EventKind.TOOL_CALL, tool_name="read", arguments={}, tool_call_id="tc_1")
+        await store.record_call(_new("s3", [call]))
+        assert await store.known_tool_calls("s3", ["tc_1"]) == {"tc_1": "read"}
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+    plan = " ".join(r[3] for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT DISTINCT session_id FROM events WHERE tool_call_id = ? AND kind = 'tool_call'", ("x",)))
+    conn.close()
+    assert {"events_tool_calls", "events_session_tool_calls"} <= names
+    assert not names & {"idx_events_tool_call_id", "idx_events_session_id_tool_call_id"}
+    assert "events_tool_calls" in plan
