@@ -324,6 +324,7 @@ class ModelCall:
             NewCall(
                 call=record, events=events, nodes=nodes, response_id=outcome.reply.response_id,
                 response_node=reply_nodes[-1] if reply_nodes else None, parent_session_id=res.parent_session_id,
+                request_node=res.tail or None,
                 reply_hashes=list(dict.fromkeys(ev.hash for ev in (*reply_events, *visible))),
                 spawn_hashes=spawn_hashes(reply_events),
                 labels=enf.labels if enf is not None else {}, terminate=enf.terminate if enf is not None else False,

@@ -166,7 +166,7 @@ class SessionResolver:
         if full and _sdk_retry(headers):
             # The OpenAI and Anthropic SDKs mark their own retries; an identical earlier
             # request (usually one that failed) is then this call's first attempt.
-            earlier = await self.store.session_with_node(full[-1])
+            earlier = await self.store.session_with_request(full[-1])
             if earlier is not None:
                 return _plan(earlier, "retry", call, full[-1], len(full), [])
         return _plan(new_session_id(), "new", call, history.ROOT, 0, full, parent=await self._spawner(call))

@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from adapters.model import TrajectoryEvent
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,7 @@ class NewCall:
     nodes: Sequence[tuple[str, str | None, int]]  # (node, parent node, index into events or -1)
     response_id: str | None = None
     response_node: str | None = None  # the node the response ended on (for previous_response_id)
+    request_node: str | None = None  # the node the request ended on (for retries)
     parent_session_id: str | None = None  # set when the call opens a child session
     reply_hashes: Sequence[str] = ()  # hashes of the reply's events (anchors after compaction)
     spawn_hashes: Sequence[str] = ()  # hashes of tool-call string arguments (sub-agent tasks)
@@ -91,10 +92,10 @@ class SessionStore(Protocol):
     async def record_call(self, new: NewCall) -> list[TrajectoryEvent]:
         """Store the call; returns its events as placed (with session, seq, time)."""
 
-    async def match_history(self, chain: Sequence[str], session_id: str | None = None) -> HistoryMatch:
+    async def match_history(self, chain: Sequence[str], session_id: str) -> HistoryMatch:
         """Find the longest prefix of ``chain`` (node ids of a history, in order) that
-        is stored, optionally only among ``session_id``'s nodes. Store work does not
-        grow with the length of the history."""
+        is stored among ``session_id``'s nodes. Store work does not grow with the
+        length of the history."""
 
     async def find_continuation(self, chain: Sequence[str], tool_call_ids: Sequence[str] = ()) -> HistoryMatch:
         """The longest prefix of ``chain`` that ends on a node where a reply Proctor
@@ -116,8 +117,9 @@ class SessionStore(Protocol):
         """Which of these tool-call ids the session's trajectory holds as tool calls,
         with the tool each called."""
 
-    async def session_with_node(self, node: str) -> str | None:
-        """The session that most recently recorded this history node (retries)."""
+    async def session_with_request(self, node: str) -> str | None:
+        """The session in which a call's request most recently ended on this history
+        node: where an identical earlier request went (retries)."""
 
     async def find_spawner(self, text_hash: str, since: float) -> str | None:
         """The session that most recently (not before ``since``) made a tool call with

@@ -236,7 +236,7 @@ class SqliteStore:
     async def record_call(self, new: NewCall) -> list[TrajectoryEvent]:
         return await self._submit(lambda conn: _record_call(conn, new), write=True)
 
-    async def match_history(self, chain: Sequence[str], session_id: str | None = None) -> HistoryMatch:
+    async def match_history(self, chain: Sequence[str], session_id: str) -> HistoryMatch:
         return self._now(lambda conn: _match_history(conn, chain, session_id))
 
     async def find_continuation(self, chain: Sequence[str], tool_call_ids: Sequence[str] = ()) -> HistoryMatch:
@@ -297,9 +297,11 @@ class SqliteStore:
 
         return self._now(read) if ids else {}
 
-    async def session_with_node(self, node: str) -> str | None:
+    async def session_with_request(self, node: str) -> str | None:
         def read(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT session_id FROM nodes WHERE id = ? ORDER BY time DESC LIMIT 1", (node,)).fetchone()
+            row = conn.execute(
+                "SELECT session_id FROM nodes WHERE id = ? AND request_end = 1 ORDER BY time DESC LIMIT 1", (node,)
+            ).fetchone()
             return row[0] if row else None
 
         return self._now(read)

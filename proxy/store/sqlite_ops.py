@@ -139,6 +139,8 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
             "INSERT OR REPLACE INTO spawns (hash, session_id, time) VALUES (?, ?, ?)",
             [(h, sid, now) for h in new.spawn_hashes],
         )
+    if new.request_node is not None:
+        conn.execute("UPDATE nodes SET request_end = 1 WHERE session_id = ? AND id = ?", (sid, new.request_node))
     if new.response_node is not None:
         conn.execute("UPDATE nodes SET reply_end = 1 WHERE session_id = ? AND id = ?", (sid, new.response_node))
     if new.response_id:
@@ -210,19 +212,14 @@ def _count(counters: dict[str, Any], call: CallRecord, placed: list[TrajectoryEv
     )
 
 
-def _match_history(conn: sqlite3.Connection, chain: Sequence[str], session_id: str | None) -> HistoryMatch:
+def _match_history(conn: sqlite3.Connection, chain: Sequence[str], session_id: str) -> HistoryMatch:
     """Longest stored prefix. Prefixes are closed (a stored node's ancestors are
     stored), so: one query over the tail, then a binary search if it missed."""
 
     def lookup(ids: Sequence[str]) -> dict[str, str]:
         marks = ",".join("?" * len(ids))
-        if session_id is None:
-            sql = f"SELECT id, session_id FROM nodes WHERE id IN ({marks}) ORDER BY time"
-            rows = conn.execute(sql, list(ids))
-        else:
-            sql = f"SELECT id, session_id FROM nodes WHERE session_id = ? AND id IN ({marks})"
-            rows = conn.execute(sql, [session_id, *ids])
-        return {node: owner for node, owner in rows}  # latest owner wins on shared prefixes
+        sql = f"SELECT id, session_id FROM nodes WHERE session_id = ? AND id IN ({marks})"
+        return {node: owner for node, owner in conn.execute(sql, [session_id, *ids])}
 
     if not chain:
         return HistoryMatch(0, None, None)

@@ -121,6 +121,20 @@ def _tool_call_indexes_v4(db: sqlite_utils.Database) -> None:
     )
 
 
+@_migration(5)
+def _node_end_indexes_v5(db: sqlite_utils.Database) -> None:
+    """History nodes are looked up by id alone only where a reply or a request
+    ended (continuations, retries): partial indexes hold those, one or two per
+    call, where the full (id, time) index took one randomly placed entry per
+    event of every call. Requests recorded before this version are not marked,
+    so a retry of one of them opens a new session."""
+    if "request_end" not in {c.name for c in db["nodes"].columns}:
+        db.execute("ALTER TABLE nodes ADD COLUMN request_end INTEGER NOT NULL DEFAULT 0")
+    db.execute("DROP INDEX IF EXISTS idx_nodes_id_time")
+    db.execute("CREATE INDEX IF NOT EXISTS nodes_reply_ends ON nodes (id) WHERE reply_end = 1")
+    db.execute("CREATE INDEX IF NOT EXISTS nodes_request_ends ON nodes (id, time) WHERE request_end = 1")
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring the store to SCHEMA_VERSION. The connection is in autocommit mode
     (isolation_level=None), so the transaction is explicit."""

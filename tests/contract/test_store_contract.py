@@ -240,3 +240,41 @@ async def test_a_v3_store_gets_the_partial_tool_call_indexes(tmp_path: Path) -> 
     assert {"events_tool_calls", "events_session_tool_calls"} <= names
     assert not names & {"idx_events_tool_call_id", "idx_events_session_id_tool_call_id"}
     assert "events_tool_calls" in plan
+
+
+async def test_a_retry_finds_the_session_where_an_identical_request_ended(store: SessionStore) -> None:
+    events = _events("system", "task", "more")
+    new = _new("r1", events)
+    nodes = [n for n, _, _ in new.nodes]
+    await store.record_call(NewCall(call=new.call, events=new.events, nodes=new.nodes, request_node=nodes[-1]))
+    assert await store.session_with_request(nodes[-1]) == "r1"
+    assert await store.session_with_request(nodes[0]) is None  # a prefix of that request, not a request
+
+
+async def test_a_v4_store_gets_the_node_end_indexes(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "v4.db"
+    first = SqliteStore(path)
+    await first.open()
+    await first.record_call(_new("old", _events("before the upgrade"), reply_end=True))
+    await first.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP INDEX nodes_reply_ends")
+    conn.execute("DROP INDEX nodes_request_ends")
+    conn.execute("ALTER TABLE nodes DROP COLUMN request_end")
+    conn.execute('CREATE INDEX idx_nodes_id_time ON nodes ("id", "time")')
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        chain = history.chain(_events("before the upgrade"))
+        assert (await store.find_continuation(chain)).session_id == "old"  # reply ends survive the upgrade
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'nodes'")}
+    conn.close()
+    assert {"nodes_reply_ends", "nodes_request_ends"} <= names and "idx_nodes_id_time" not in names
