@@ -729,9 +729,11 @@ async def wait_ready(procs: Procs, name: str, url: str, timeout: float = 60.0) -
 
 
 async def paired(load: Load, make: Callable[[], tuple[bytes, str]], n: int, max_s: float,
-                 cpu: CpuMeter | None = None) -> dict[str, list[float]]:
-    """Per request: the same body direct, via the pass-through and via Proctor, back to back."""
-    out: dict[str, list[float]] = {t: [] for t in TARGETS}
+                 cpu: CpuMeter | None = None, *, stream: bool = False) -> dict[str, list[Any]]:
+    """Per request: the same body direct, via the pass-through and via Proctor, back
+    to back; each sample the latency (or, with ``stream``, (TTFB, total))."""
+    send = load.post_stream if stream else load.post
+    out: dict[str, list[Any]] = {t: [] for t in TARGETS}
     before = cpu.snapshot() if cpu else {}
     counts: Counter[str] = Counter()
     deadline = time.perf_counter() + max_s
@@ -741,34 +743,13 @@ async def paired(load: Load, make: Callable[[], tuple[bytes, str]], n: int, max_
         body, sid = make()
         got = {}
         for t in rotated(i):
-            got[t] = await load.post(t, 1, body, headers_for(sid))
+            got[t] = await send(t, 1, body, headers_for(sid))
             counts[t] += 1
         if all(v is not None for v in got.values()):
             for t in TARGETS:
-                out[t].append(got[t])  # type: ignore[arg-type]
+                out[t].append(got[t])
     if cpu:
         cpu.add(before, counts)
-    return out
-
-
-async def paired_stream(load: Load, make: Callable[[], tuple[bytes, str]], n: int, max_s: float,
-                        cpu: CpuMeter) -> dict[str, list[tuple[float, float]]]:
-    out: dict[str, list[tuple[float, float]]] = {t: [] for t in TARGETS}
-    before = cpu.snapshot()
-    counts: Counter[str] = Counter()
-    deadline = time.perf_counter() + max_s
-    for i in range(n):
-        if time.perf_counter() > deadline:
-            break
-        body, sid = make()
-        got = {}
-        for t in rotated(i):
-            got[t] = await load.post_stream(t, 1, body, headers_for(sid))
-            counts[t] += 1
-        if all(v is not None for v in got.values()):
-            for t in TARGETS:
-                out[t].append(got[t])  # type: ignore[arg-type]
-    cpu.add(before, counts)
     return out
 
 
@@ -958,7 +939,7 @@ async def measure(args: argparse.Namespace, plan: Plan, procs: Procs, tmp: Path,
             res.paired[kind] = await paired(load, work.make, n, s, cpu)
         log("1 connection, paired, streaming")
         res.cpu["stream 8 KB, 1 connection"] = cpu = CpuMeter(pids)
-        res.stream = await paired_stream(load, streaming.make, *plan.paired_stream, cpu)
+        res.stream = await paired(load, streaming.make, *plan.paired_stream, cpu, stream=True)
 
         wrk = None if args.no_wrk else shutil.which("wrk")
         res.conc_source = "wrk -t1 -c16" if wrk else "asyncio client"
