@@ -9,7 +9,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from proxy.audit.queries import AUDIT_INDEXES
+from proxy.audit.indexes import AUDIT_INDEXES
 from proxy.audit.search import FTS_DDL
 from proxy.store.base import SCHEMA_VERSION
 
@@ -83,7 +83,7 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["tool_call_id"])
     db["events"].create_index(["session_id", "hash"])
     db["nodes"].create_index(["id", "time"])
-    for ddl in AUDIT_INDEXES:  # the audit views' indexes (proxy/audit/queries.py)
+    for ddl in AUDIT_INDEXES:  # the audit views' indexes (proxy/audit/indexes.py)
         db.execute(ddl)
 
 

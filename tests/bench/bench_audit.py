@@ -44,7 +44,7 @@ import orjson
 from aiohttp import web
 
 from proxy.app import create_app
-from proxy.audit.queries import AUDIT_INDEXES
+from proxy.audit.indexes import AUDIT_INDEXES
 from proxy.config import ProxyConfig
 from proxy.store.sqlite import SqliteStore
 
