@@ -68,6 +68,9 @@ class SessionView:
     record: SessionRecord | None
     window: list[TrajectoryEvent]
     labels: dict[str, Any] = field(default_factory=dict)
+    # Event documents for the trajectory, built by the call's first decision and
+    # shared by the rest (the same events, seqs and cuts at every stage).
+    docs: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     @property
     def base_seq(self) -> int:
@@ -195,15 +198,15 @@ class PolicyPoint:
         base = view.base_seq
         limit = self.text_limit
         whole = stage == "request"
-        new_docs = [event_doc(ev, base + i, 0 if whole else limit) for i, ev in enumerate(new)]
+        if "stored" not in view.docs:
+            kept_stored = min(len(view.window), self.window - min(len(new), self.window))
+            view.docs["stored"] = [event_doc(ev, text_limit=limit) for ev in view.window[len(view.window) - kept_stored:]]
+            view.docs["new"] = [event_doc(ev, base + i, limit) for i, ev in enumerate(new)]
+        cut_new = view.docs["new"]
+        new_docs = [event_doc(ev, base + i) for i, ev in enumerate(new)] if whole and limit else cut_new
         # the last `window` events before the reply: stored ones, then this call's new ones
         kept_new = min(len(new), self.window)
-        kept_stored = min(len(view.window), self.window - kept_new)
-        trajectory = [event_doc(ev, text_limit=limit) for ev in view.window[len(view.window) - kept_stored:]]
-        if whole and limit:
-            trajectory += [event_doc(new[i], base + i, limit) for i in range(len(new) - kept_new, len(new))]
-        else:
-            trajectory += new_docs[len(new) - kept_new:]
+        trajectory = [*view.docs["stored"], *cut_new[len(new) - kept_new:]]
         first_reply = base + len(new)
         trajectory += [event_doc(ev, first_reply + i, limit) for i, ev in enumerate(reply)]
         return {
