@@ -7,7 +7,6 @@ input, a cut stream) ends in exactly one ``record_call``."""
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from proxy import history
 from proxy.context import PROXY, Proxy
 from proxy.enforcement import Enforcement, refusal_text
 from proxy.errors import InvalidRequest, ProctorError, UpstreamUnavailable
+from proxy.ids import random_hex
 from proxy.policy.decision import Finding
 from proxy.sessions import Resolution, spawn_hashes
 from proxy.store.base import CallRecord, NewCall
@@ -113,7 +113,7 @@ class ModelCall:
         self.adapter = adapter
         self.enforcer = enforcer
         self.started, self.t0 = time.time(), time.perf_counter()
-        self.call_id = "call_" + uuid.uuid4().hex[:20]
+        self.call_id = "call_" + random_hex(20)
         self.call: Call | None = None
         self.res: Resolution | None = None
         self.enf: Enforcement | None = None

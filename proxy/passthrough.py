@@ -4,7 +4,6 @@ unchanged, streamed back, and recorded as a call with no events."""
 from __future__ import annotations
 
 import time
-import uuid
 
 import aiohttp
 from aiohttp import web
@@ -12,6 +11,7 @@ from aiohttp import web
 from proxy.calls import error_response
 from proxy.context import PROXY
 from proxy.errors import ProctorError
+from proxy.ids import random_hex
 from proxy.store.base import CallRecord, NewCall
 from proxy.upstream import forwardable
 
@@ -49,7 +49,7 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
         status, error = err.status, err.message
         resp = error_response(None, err, res.session_id)
     record = CallRecord(
-        id="call_" + uuid.uuid4().hex[:20], session_id=res.session_id, api="passthrough", path=request.path,
+        id="call_" + random_hex(20), session_id=res.session_id, api="passthrough", path=request.path,
         model=None, stream=False, started=started, latency_ms=(time.perf_counter() - t0) * 1000,
         status=status, resolved_by=res.resolved_by, error=error,
     )

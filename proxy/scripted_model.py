@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -24,6 +23,8 @@ from typing import Any, ClassVar, Literal
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
+
+from proxy.ids import random_hex
 
 Api = Literal["chat", "responses", "messages"]
 Json = dict[str, Any]
@@ -166,7 +167,7 @@ def keyed(rules: Mapping[str, Turn | Fault], default: Responder = echo_responder
 
 
 def _id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex[:24]
+    return prefix + random_hex(24)
 
 
 def _split(text: str, n: int) -> list[str]:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 from adapters.model import Call, EventKind, TrajectoryEvent
 from proxy import history
 from proxy.config import ProxyConfig
+from proxy.ids import random_hex
 from proxy.session_keys import SessionKey, explicit_key
 from proxy.store.base import SessionStore
 
@@ -50,7 +50,7 @@ class Resolution:
 
 
 def new_session_id() -> str:
-    return "ses_" + uuid.uuid4().hex[:20]
+    return "ses_" + random_hex(20)
 
 
 def task_hash(text: str) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ from typing import Any, Sequence
 import orjson
 
 from adapters.model import Call, TrajectoryEvent
+from proxy.ids import new_uuid
 from proxy.policy.bundle import PolicyError, bundled_library, fingerprint, load_bundle
 from proxy.policy.decision import Decision, DecisionShapeError, Finding, parse_decision
 from proxy.policy.engine import EngineError, PolicyEngine
@@ -263,7 +263,7 @@ class PolicyPoint:
         doc["new"] = {"count": len(news), "from_seq": news[0]["seq"] if news else None,
                       "to_seq": news[-1]["seq"] + 1 if news else None}
         return DecisionRecord(
-            decision_id=str(uuid.uuid4()), session_id=session_id, call_id=call_id, stage=stage, path=self.query,
+            decision_id=new_uuid(), session_id=session_id, call_id=call_id, stage=stage, path=self.query,
             input=doc, trajectory_range=(seen[0]["seq"] if seen else end, end), result=result,
             decision=decision, revision=revision, engine=self.engine.name, eval_ms=eval_ms, time=time.time(),
             error=error,
