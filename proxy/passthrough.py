@@ -1,5 +1,11 @@
 """Every other ``/v1/*`` endpoint (models, files, embeddings, ...): forwarded
-unchanged, streamed back, and recorded as a call with no events."""
+unchanged, streamed back, and recorded as a call with no events.
+
+Anthropic's own endpoints besides ``/v1/messages`` (``/v1/messages/count_tokens``,
+``/v1/messages/batches``, and any request its SDK sends, which always carries
+``anthropic-version``) go to the Anthropic upstream with Anthropic credentials:
+sent to the OpenAI upstream they would fail, and carry the Anthropic key to the
+wrong provider."""
 
 from __future__ import annotations
 
@@ -16,6 +22,14 @@ from proxy.store.base import CallRecord, NewCall
 from proxy.upstream import forwardable
 
 
+def upstream_api(request: web.Request) -> str:
+    """``messages`` (the Anthropic upstream) for Anthropic's endpoints and clients,
+    ``passthrough`` (the OpenAI-style upstream) for the rest."""
+    if request.path.startswith("/v1/messages/") or "anthropic-version" in request.headers:
+        return "messages"
+    return "passthrough"
+
+
 async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     started, t0 = time.time(), time.perf_counter()
@@ -23,11 +37,12 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     body = await request.read() if request.body_exists else None
     status, error = 0, None
     resp: web.StreamResponse | None = None
+    api = upstream_api(request)
     try:
         up = await proxy.upstream.send(
             request.method,
-            proxy.upstream.target("passthrough", request.path, request.query_string),
-            proxy.upstream.headers("passthrough", request.headers),
+            proxy.upstream.target(api, request.path, request.query_string),
+            proxy.upstream.headers(api, request.headers),
             body,
         )
         async with up:

@@ -34,6 +34,10 @@ def raw_header(received: Any, name: bytes) -> list[bytes]:
     return [v for k, v in received.raw_headers if k.lower() == name]
 
 
+def credentials(received: Any) -> list[bytes]:
+    return raw_header(received, b"authorization") + raw_header(received, b"x-api-key")
+
+
 # ---- credentials ------------------------------------------------------------------
 
 
@@ -185,6 +189,29 @@ def test_unknown_v1_paths_pass_through_unchanged(method: str, proxy: Any, upstre
     assert seen.body == (body or b"")
     (call,) = calls_of(proxy, through.headers["X-Proctor-Session"])
     assert (call.api, call.path, call.status) == ("passthrough", "/v1/embeddings", 404)
+
+
+def test_anthropic_endpoints_pass_through_to_the_anthropic_upstream(make_proxy: Any, upstream: Any) -> None:
+    """count_tokens and batches are Anthropic's: they must not reach the OpenAI
+    upstream, which would get the Anthropic key."""
+    upstream.answer(echo_responder)
+    base = upstream.url.removesuffix("/v1")
+    proxy = make_proxy(upstream=base + "/openai/v1", anthropic_upstream=base + "/anthropic/v1")
+    client = anthropic.Anthropic(base_url=proxy.base, api_key="sk-ant-Secret", max_retries=0)
+    with pytest.raises(anthropic.NotFoundError):  # the scripted upstream has no count_tokens
+        client.messages.count_tokens(model="claude-test", messages=[{"role": "user", "content": "hi"}])
+    seen = upstream.received[-1]
+    assert seen.path == "/anthropic/v1/messages/count_tokens"
+    assert b"sk-ant-Secret" in b" ".join(credentials(seen))  # this SDK sends it as a Bearer token
+    httpx.get(proxy.url + "/messages/batches", headers={"x-api-key": "sk-ant-Secret"})
+    assert upstream.received[-1].path == "/anthropic/v1/messages/batches"
+    # An Anthropic client's /v1/models is Anthropic's; an OpenAI client's stays OpenAI's.
+    httpx.get(proxy.url + "/models", headers={"x-api-key": "sk-ant-Secret", "anthropic-version": "2023-06-01"})
+    assert upstream.received[-1].path == "/anthropic/v1/models"
+    httpx.get(proxy.url + "/models", headers={"Authorization": AUTH_VALUE})
+    assert upstream.received[-1].path == "/openai/v1/models"
+    assert not any(b"sk-ant-Secret" in b" ".join(credentials(r)) for r in upstream.received if r.path.startswith("/openai/"))
+    client.close()
 
 
 def test_healthz(proxy: Any, upstream: Any) -> None:
