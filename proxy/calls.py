@@ -145,9 +145,11 @@ class ModelCall:
             return await self._fail(err)
 
         self.res = await proxy.sessions.resolve(request.headers, call)
-        if call.tools and isinstance(call.params.get("n"), int) and call.params["n"] > 1:
+        n = call.params.get("n")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 1:
             return await self._fail(InvalidRequest(
-                "n > 1 with tools is not supported: Proctor judges the tool calls of one choice; send n = 1",
+                "n > 1 is not supported: Proctor judges and records one reply per call, the one the agent "
+                "goes on with, and every choice would need judging; send n = 1 (or omit n)",
                 code="unsupported_parameter", param="n"))
         self.enf = await Enforcement.open(
             proxy.policy, proxy.approvals, proxy.store, call, self.res, self.call_id, request.headers

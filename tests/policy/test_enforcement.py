@@ -353,10 +353,17 @@ decision := {"labels": {"last_input": input}}
     assert committed == json.loads(json.dumps(input_schema())), "run: proctor policy schema > policies/input.schema.json"
 
 
-def test_n_greater_than_one_with_tools_is_refused(proxy: Any) -> None:
-    with client(proxy) as c, pytest.raises(openai.BadRequestError) as exc:
-        c.chat.completions.create(model="m", n=2, tools=TOOLS, messages=[{"role": "user", "content": "hi"}])
-    assert exc.value.code == "unsupported_parameter"
+@pytest.mark.parametrize("tools", [TOOLS, None], ids=["tools", "text only"])
+def test_n_greater_than_one_is_refused(proxy: Any, tools: Any) -> None:
+    """Only one choice would be judged and recorded: the others would reach the
+    client unjudged, text or tool calls alike."""
+    extra = {"tools": tools} if tools else {}
+    with client(proxy) as c:
+        with pytest.raises(openai.BadRequestError) as exc:
+            c.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "hi"}], **extra)
+        assert exc.value.code == "unsupported_parameter" and exc.value.param == "n"
+        ok = c.chat.completions.create(model="m", n=1, messages=[{"role": "user", "content": "hi"}], **extra)
+    assert len(ok.choices) == 1
 
 
 def test_stream_that_ends_inside_a_tool_call_never_releases_it(make_proxy: Any, loop_thread: Any) -> None:
