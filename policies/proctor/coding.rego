@@ -15,6 +15,9 @@
 # Settings (data.proctor_settings.coding): workspace, shell_tools {tool: argument
 # holding the command}, write_tools and read_tools {tool: argument holding the
 # path}, dangerous_commands [{"regex", "why"}], credential_paths [regex], scratch_dirs.
+# An argument may also be a list of names, the first one the call has counting
+# (agents name the same tool's argument differently); a command may be a string
+# or, as Codex sends it, an argv list (["bash", "-lc", "..."]), judged joined by spaces.
 package proctor
 
 import rego.v1
@@ -28,14 +31,25 @@ workspace := trim_right(object.get(coding_cfg, "workspace", ""), "/")
 # The argument a coding tool keeps its command or path in (looked up by path:
 # cheaper than merging the coding settings for every tool call).
 coding_arg(kind) := arg if {
-	name := tool_call.tool_name
-	arg := object.get(settings, ["coding", kind, name], object.get(defaults, ["coding", kind, name], null))
-	is_string(arg)
+	spec := coding_tool_spec(kind)
+	is_string(spec)
+	arg := spec
+} else := arg if {
+	spec := coding_tool_spec(kind)
+	is_array(spec)
+	present := [a | some a in spec; object.get(tool_call.arguments, a, null) != null]
+	arg := present[0]
 }
+
+coding_tool_spec(kind) := object.get(settings, ["coding", kind, tool_call.tool_name], object.get(defaults, ["coding", kind, tool_call.tool_name], null))
 
 shell_command := cmd if {
 	cmd := tool_call.arguments[coding_arg("shell_tools")]
 	is_string(cmd)
+} else := cmd if {
+	argv := tool_call.arguments[coding_arg("shell_tools")]
+	is_array(argv)
+	cmd := concat(" ", [a | some a in argv; is_string(a)])
 }
 
 file_path(kind) := p if {
@@ -58,9 +72,8 @@ deny contains f if {
 # (A call of a tool listed in shell_tools, read_tools or write_tools: every
 # coding rule needs shell_command, read_path or write_path, which need that.)
 coding_call if {
-	name := tool_call.tool_name
 	some kind in ["shell_tools", "read_tools", "write_tools"]
-	is_string(object.get(settings, ["coding", kind, name], object.get(defaults, ["coding", kind, name], null)))
+	coding_tool_spec(kind) != null
 }
 
 short(cmd) := cmd if count(cmd) <= 120
