@@ -89,6 +89,11 @@ def _body_field(call: Call, path: str) -> str | None:
     return str(value) if isinstance(value, (str, int)) and value != "" else None
 
 
+def parent_header(headers: Mapping[str, str]) -> str | None:
+    """The parent session a sub-agent's request names, if any."""
+    return next((headers[h].strip() for h in PARENT_HEADERS if headers.get(h, "").strip()), None)
+
+
 def explicit_key(
     headers: Mapping[str, str],
     call: Call | None,
@@ -99,7 +104,7 @@ def explicit_key(
     body_fields: Sequence[str] = (),
 ) -> SessionKey | None:
     """The first explicit session id the request carries, or None."""
-    parent = next((headers[h] for h in PARENT_HEADERS if headers.get(h)), None)
+    parent = parent_header(headers)
     value = headers.get(session_header, "").strip()
     if value:
         return SessionKey(value, "header", parent)

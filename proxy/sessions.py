@@ -32,7 +32,7 @@ from adapters.model import Call, EventKind, TrajectoryEvent
 from proxy import history
 from proxy.config import ProxyConfig
 from proxy.ids import random_hex
-from proxy.session_keys import SessionKey, explicit_key
+from proxy.session_keys import SessionKey, explicit_key, parent_header
 from proxy.store.base import SessionStore
 
 _MODEL_KINDS = (EventKind.ASSISTANT, EventKind.TOOL_CALL)
@@ -136,7 +136,7 @@ class SessionResolver:
         key = self._key(headers, call)
         if call is None:  # a pass-through or an unreadable request: only explicit ids can tell
             sid, rule = (key.session_id, key.rule) if key else (new_session_id(), "new")
-            return Resolution(sid, rule, (), (), history.ROOT, key.parent_id if key else None)
+            return Resolution(sid, rule, (), (), history.ROOT, key.parent_id if key else parent_header(headers))
         weak = key is not None and key.rule == "traceparent"
         if key is not None and weak and await self.store.get_session(key.session_id) is None:
             weak_key, key = key, None  # an unseen trace: let history speak first
@@ -169,7 +169,8 @@ class SessionResolver:
             earlier = await self.store.session_with_request(full[-1])
             if earlier is not None:
                 return _plan(earlier, "retry", call, full[-1], len(full), [])
-        return _plan(new_session_id(), "new", call, history.ROOT, 0, full, parent=await self._spawner(call))
+        parent = parent_header(headers) or await self._spawner(call)
+        return _plan(new_session_id(), "new", call, history.ROOT, 0, full, parent=parent)
 
     async def _within(self, key: SessionKey, call: Call, full: list[str]) -> Resolution:
         """An explicitly named session: append what it does not hold yet."""

@@ -194,6 +194,19 @@ def test_harness_headers(agent_proxy: Any) -> None:
     assert sid == "p"
 
 
+@pytest.mark.parametrize("header", ["x-proctor-parent-session", "x-parent-session-id", "x-codex-parent-thread-id"])
+def test_a_parent_header_alone_links_a_new_session_as_a_child(agent_proxy: Any, header: str) -> None:
+    parent, _ = chat(agent_proxy, [{"role": "user", "content": "lead the research"}])
+    child, _ = chat(agent_proxy, [{"role": "user", "content": "look up one thing for the lead"}], **{header: parent})
+    assert child != parent
+    rec = session(agent_proxy, child)
+    assert (rec.parent_id, rec.root_id, rec.depth) == (parent, parent, 1)
+    assert calls(agent_proxy, child)[0].resolved_by == "new"
+    # a parent Proctor never saw is still recorded as named, and the call succeeds
+    orphan, reply = chat(agent_proxy, [{"role": "user", "content": "a task from elsewhere"}], **{header: "unknown-lead"})
+    assert reply["role"] == "assistant" and session(agent_proxy, orphan).parent_id == "unknown-lead"
+
+
 def test_claude_code_metadata_user_id(agent_proxy: Any) -> None:
     body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
             "metadata": {"user_id": "user_abc_account_123_session_0f9e8d7c-aaaa-bbbb-cccc-1234567890ab"}}
