@@ -68,12 +68,14 @@ domain_matches(host, d) if host == d
 
 domain_matches(host, d) if endswith(host, concat("", [".", d]))
 
-# A number, or a string that is one ("250", "19.99"); undefined otherwise.
+# A number, or a string that is one ("250", "19.99", "0250"); undefined otherwise.
+# (Leading zeros are dropped first: regorus's to_number fails on "05", which OPA
+# reads as 5, and a failing builtin is an engine error that denies the call.)
 as_number(v) := v if is_number(v)
 
-as_number(v) := to_number(trim_space(v)) if {
+as_number(v) := to_number(concat("", [m[1], m[2]])) if {
 	is_string(v)
-	regex.match(`^[ ]*-?[0-9]+([.][0-9]+)?[ ]*$`, v)
+	some m in regex.find_all_string_submatch_n(`^[ ]*(-?)0*([0-9]+(?:[.][0-9]+)?)[ ]*$`, v, 1)
 }
 
 # "amount > 100" for messages.

@@ -15,6 +15,10 @@ test_allows_values_that_meet_each_test if {
 	holds(150, {"gt": 100, "lte": 150})
 	holds("99.5", {"lt": 100, "gte": 0})
 	holds("short", {"max_length": 5})
+	holds("0250", {"gt": 249, "lt": 251}) # leading zeros, as models write amounts and days
+	holds(" -07.5 ", {"lt": -7, "gt": -8})
+	holds("0", {"gte": 0, "lte": 0})
+	holds("0.25", {"gt": 0.2, "lt": 0.3})
 }
 
 test_blocks_values_that_fail_a_test if {
@@ -26,6 +30,8 @@ test_blocks_values_that_fail_a_test if {
 	not holds(["a@corp.example", "b@gmail.com"], {"domains": ["corp.example"]})
 	not holds(100, {"gt": 100})
 	not holds("lots", {"lt": 100})
+	not holds("0500", {"lt": 100})
+	not holds("1e9", {"lt": 100}) # not a plain number: the test fails
 	not holds("longer", {"max_length": 5})
 }
 

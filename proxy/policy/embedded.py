@@ -26,7 +26,7 @@ _LOCATION = re.compile(r"-->\s*(\S+?):(\d+):(\d+)")
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
+    text = str(error).split("Stack backtrace:", 1)[0].strip()  # RUST_BACKTRACE set by the user's shell
     return " ".join(line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("|"))
 
 
