@@ -23,6 +23,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.config import load_config
+    from proxy.errors import ConfigError
 
     config = load_config(
         args.config,
@@ -42,10 +43,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # not every 700, so the collector stops running several times per call.
     gc.set_threshold(10_000, 20, 20)
     banner = f"Proctor listening on http://{config.host}:{config.port}/v1 -> {config.upstream} (store {config.store})"
-    web.run_app(
-        create_app(config), host=config.host, port=config.port, print=lambda _: print(banner, flush=True), access_log=None,
-        loop=uvloop.new_event_loop() if uvloop else None,
-    )
+    try:
+        web.run_app(
+            create_app(config), host=config.host, port=config.port, print=lambda _: print(banner, flush=True),
+            access_log=None, loop=uvloop.new_event_loop() if uvloop else None,
+        )
+    except OSError as e:  # the port is taken, or the host is not this machine's
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}; pick another --port") from None
     return 0
 
 
@@ -210,9 +214,16 @@ async def _tree(store: Any, session: Any, limit: int = 200) -> list[tuple[int, A
 
 
 async def _with_store(url: str, fn: Any) -> Any:
+    """Run ``fn`` on an existing store: a command that reads must not leave an empty
+    database behind where the user meant another one."""
+    from proxy.errors import ConfigError
     from proxy.store import open_store
+    from proxy.store.sqlite import SqliteStore
 
     store = open_store(url)
+    if isinstance(store, SqliteStore) and not os.path.exists(store.path):
+        raise ConfigError(f"no Proctor store at {os.path.abspath(store.path)}: run this where `proctor serve` "
+                          "records, or pass --store sqlite:///path/to/proctor.db")
     await store.open()
     try:
         return await fn(store)

@@ -69,6 +69,22 @@ def _load_into(engine: Any, bundle: Bundle, with_tests: bool) -> str | None:
     return None
 
 
+def _missing_rule(engine: Any, bundle: Bundle, query: str) -> str | None:
+    """Why policies that do not define the decision Proctor asks for (e.g. a package
+    name typed wrong) are refused: every call would fail closed. An evaluation on
+    an empty input tells; its other errors are left for real inputs to meet."""
+    try:
+        engine.set_input_json("{}")
+        engine.eval_rule(query)
+    except BaseException as e:  # noqa: BLE001 - panics are BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        if "not a valid rule path" in str(e):
+            package, _, rule = query.removeprefix("data.").rpartition(".")
+            return f"{bundle.root}: the policies define no rule {query} (a module of `package {package}` must define `{rule}`)"
+    return None
+
+
 class EmbeddedEngine:
     name = "embedded"
     interruptible = False  # regorus runs to completion holding the GIL; only its duration can be judged
@@ -84,9 +100,14 @@ class EmbeddedEngine:
     async def close(self) -> None:
         self._engine = None  # dropped on the thread that owns it
 
-    async def load(self, bundle: Bundle) -> None:
+    async def load(self, bundle: Bundle, query: str) -> None:
         self._check_thread()
-        self._engine = compile_engine(bundle)
+        engine = compile_engine(bundle)
+        problem = _missing_rule(engine, bundle, query)
+        if problem is not None:
+            del engine  # dropped here, on its thread, not wherever the traceback ends up
+            raise PolicyError(problem)
+        self._engine = engine
         self._revision = bundle.revision
 
     def _check_thread(self) -> None:

@@ -24,9 +24,10 @@ class PolicyEngine(Protocol):
 
     async def close(self) -> None: ...
 
-    async def load(self, bundle: Bundle) -> None:
-        """Compile and switch to ``bundle``; on failure raise PolicyError and keep
-        serving the previous bundle."""
+    async def load(self, bundle: Bundle, query: str) -> None:
+        """Compile and switch to ``bundle``, whose ``query`` (e.g. ``data.proctor.decision``)
+        evaluate() will be asked for; on failure raise PolicyError and keep serving
+        the previous bundle."""
 
     async def evaluate(self, query: str, input_json: bytes) -> tuple[Any, str]:
         """The value of ``query`` (e.g. ``data.proctor.decision``) for this input (None

@@ -35,7 +35,7 @@ class OpaEngine:
             await self._http.close()
             self._http = None
 
-    async def load(self, bundle: Bundle) -> None:
+    async def load(self, bundle: Bundle, query: str) -> None:
         if not self.push:
             self._revision = "opa-managed"
             return

@@ -163,7 +163,7 @@ class PolicyPoint:
     async def _load(self) -> None:
         fp = fingerprint(self.root)
         bundle = load_bundle(self.root)
-        await self.engine.load(bundle)
+        await self.engine.load(bundle, self.query)
         self.revision, self._fingerprint = bundle.revision, fp
         log.info("policies loaded from %s, revision %s", self.root, bundle.revision)
 

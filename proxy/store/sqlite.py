@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from adapters.model import TrajectoryEvent
 from proxy.audit.search import MAX_LAG, index_pending, latest_event
+from proxy.errors import ConfigError
 from proxy.store.base import CallRecord, HistoryMatch, NewCall, SessionRecord
 from proxy.store.sqlite_ops import (  # noqa: F401 - _decision_from_row is shared with the audit views
     _decision_from_row,
@@ -127,6 +128,11 @@ class SqliteStore:
             conn = self._connect()
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it (see above)
             _migrate(conn)
+        except sqlite3.OperationalError as e:  # e.g. its directory does not exist, or is not writable
+            error = ConfigError(f"cannot open the store {Path(self.path).resolve()}: {e}; check --store and that its "
+                                "directory exists and is writable")
+            loop.call_soon_threadsafe(ready.set_exception, error)
+            return
         except BaseException as e:  # report to the opener, then stop
             loop.call_soon_threadsafe(ready.set_exception, e)
             return

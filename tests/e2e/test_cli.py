@@ -172,3 +172,28 @@ def test_console_script_show(proxy: Any, upstream: Any) -> None:
     assert done.returncode == 0, done.stderr
     rows = [(m[2], m[3]) for line in done.stdout.splitlines() if (m := EVENT_LINE.match(line))]
     assert rows == TRAJECTORY
+
+
+def test_reading_a_store_that_is_not_there_says_so_and_creates_nothing(tmp_path: Any, capsys: Any) -> None:
+    missing = tmp_path / "elsewhere" / "proctor.db"
+    for command in (["sessions"], ["show", "ses_x"], ["export"]):
+        assert main([*command, "--store", f"sqlite:///{missing}"]) == 2
+        err = capsys.readouterr().err
+        assert f"no Proctor store at {missing}" in err and "Traceback" not in err
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_serve_reports_a_bad_store_and_a_taken_port_in_one_line(tmp_path: Any) -> None:
+    import socket
+
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "proxy", "serve", *args], capture_output=True, text=True, timeout=60)
+
+    bad = serve("--port", "0", "--store", f"sqlite:///{tmp_path}/no/such/dir/p.db")
+    assert bad.returncode == 2 and "cannot open the store" in bad.stderr and "Traceback" not in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = serve("--port", str(port), "--store", f"sqlite:///{tmp_path}/p.db")
+    assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr

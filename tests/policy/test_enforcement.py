@@ -298,6 +298,26 @@ def test_policy_that_does_not_compile_is_refused_at_start(make_proxy: Any, tmp_p
     assert f"{root / 'policy.rego'}:" in exc.value.message
 
 
+def test_policies_without_the_decision_rule_are_refused(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
+    """A typo in the package name would make every call fail closed: refuse it at
+    start, and on reload keep the last good revision serving."""
+    from proxy.policy.bundle import PolicyError
+
+    typo = write_policy(tmp_path / "typo", 'package proctr\nimport rego.v1\ndecision := {"allow": true}\n')
+    with pytest.raises(PolicyError) as exc:
+        make_proxy(policies=str(typo))
+    assert "define no rule data.proctor.decision" in exc.value.message
+    upstream.answer(Turn(text="hello"))
+    root = write_policy(tmp_path / "p", 'package proctor\nimport rego.v1\ndecision := {"allow": true}\n')
+    proxy = make_proxy(policies=str(root), policy_reload_interval=0.1)
+    good = _revision(proxy)
+    (root / "policy.rego").write_text('package proctr\nimport rego.v1\ndecision := {"allow": true}\n')
+    time.sleep(0.5)
+    assert _revision(proxy) == good
+    with client(proxy) as c:
+        assert c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content == "hello"
+
+
 @pytest.mark.parametrize("fail_open", [False, True])
 def test_wrong_decision_shape_fails_closed_unless_configured(make_proxy: Any, upstream: Any, tmp_path: Path, fail_open: bool) -> None:
     upstream.answer(Turn(text="hello"))
