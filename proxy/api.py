@@ -151,7 +151,7 @@ def add_routes(app: web.Application) -> None:
     app.middlewares.append(admin_only)
     audit_reader(app)
     app.router.add_get("/api/sessions", list_sessions)
-    app.router.add_get("/api/sessions/{session_id}", get_session)
+    app.router.add_get("/api/sessions/{session_id:.+}", get_session)  # ids may hold "/"
     app.router.add_get("/api/decisions", list_decisions)
     app.router.add_get("/api/overview", get_overview)
     app.router.add_get("/api/approvals", list_approvals)

@@ -220,7 +220,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui", index)
     app.router.add_get("/ui/", index)
     app.router.add_get("/ui/sessions", sessions_view)
-    app.router.add_get("/ui/sessions/{session_id}", session_view)
+    app.router.add_get("/ui/sessions/{session_id:.+}", session_view)  # ids may hold "/"
     app.router.add_get("/ui/approvals", approvals_view)
     app.router.add_get("/ui/overview", overview_view)
     app.router.add_route("GET", "/ui/login", login)

@@ -193,6 +193,24 @@ def test_ui_pages(audited: Any) -> None:
     assert status == 200 and "--deny" in css
 
 
+def test_a_session_id_with_slashes_and_spaces_opens_from_its_link(audited: Any) -> None:
+    import html as html_lib
+    import re
+
+    import httpx
+
+    sid = "team/a b/42"
+    resp = httpx.post(audited.url + "/chat/completions", headers={"X-Proctor-Session": sid},
+                      json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+    assert resp.status_code == 200 and resp.headers["X-Proctor-Session"] == sid
+    _, listing, _ = page(audited, "/ui/sessions")
+    (href,) = [html_lib.unescape(h) for h in re.findall(r'href="(/ui/sessions/[^"?]+)"', listing) if "42" in h]
+    status, body, _ = page(audited, href)
+    assert status == 200 and html_lib.escape(sid) in body
+    status, doc = get_json(audited.base + "/api/sessions/" + urllib.parse.quote(sid, safe=""))
+    assert status == 200 and doc["session"]["id"] == sid
+
+
 # -- access -------------------------------------------------------------------
 
 
