@@ -42,6 +42,17 @@ tool_call := input.action if {
 	input.action.kind == "tool_call"
 }
 
+# A tool call whose arguments were meant as a JSON object but are not valid JSON
+# (cut short, say): no rule can read them, while a lenient agent may still run
+# what it can salvage. Fail closed. (Free-text arguments, as custom tools take,
+# do not start with "{".)
+deny contains {"rule": "tools.unreadable_arguments", "message": msg} if {
+	is_string(tool_call.arguments)
+	startswith(trim_left(tool_call.arguments, " \t\r\n"), "{")
+	not json.is_valid(tool_call.arguments)
+	msg := sprintf("blocked %s: its arguments are not valid JSON (cut short?), so no policy could read them; call the tool again", [tool_call.tool_name])
+}
+
 # The pending final answer's text, at the action stage.
 final_answer := input.action.text if {
 	input.stage == "action"

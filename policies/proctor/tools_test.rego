@@ -53,3 +53,23 @@ test_allows_a_sink_only_through_its_classified_arguments if {
 	d := data.proctor.decision with input as inp with data.proctor_settings as object.union(cfg, {"internal_domains": ["corp.example"]})
 	d.allow
 }
+
+call_with(args) := d if {
+	d := data.proctor.decision with input as {
+		"stage": "action",
+		"session": {"labels": {}, "counters": {}},
+		"new": [],
+		"action": {"kind": "tool_call", "tool_name": "bash", "arguments": args},
+	}
+}
+
+test_blocks_arguments_that_are_broken_json if {
+	d := call_with("{\"command\": \"rm -rf /")
+	"tools.unreadable_arguments" in {f.rule | some f in d.deny}
+}
+
+test_allows_parsed_and_free_text_arguments if {
+	not "tools.unreadable_arguments" in {f.rule | some f in call_with({"command": "ls"}).deny}
+	not "tools.unreadable_arguments" in {f.rule | some f in call_with("print('hello')").deny}
+	not "tools.unreadable_arguments" in {f.rule | some f in call_with("").deny}
+}
