@@ -47,7 +47,7 @@ def _event_line(ev: TrajectoryEvent) -> str:
         body = f"{ev.tool_name or '?'} -> {_short(ev.text)}"
     else:
         body = _short(ev.text, 200)
-    flags = f"  [{', '.join(f'{k}={v}' for k, v in ev.labels.items())}]" if ev.labels else ""
+    flags = f"  [{', '.join(f'{k}={_label_value(v)}' for k, v in ev.labels.items())}]" if ev.labels else ""
     return f"  {ev.seq:>4}  {kind:<11} {body}{flags}"
 
 
@@ -97,3 +97,8 @@ def session_json(
         "events": [ev.to_dict() for ev in events],
     }
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+
+
+def _label_value(value: object) -> str:
+    """A label as the terminal shows it: strings bare, the rest as JSON."""
+    return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
