@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import os
 import sys
 from typing import Any, Sequence
@@ -42,6 +43,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # documents): collect the youngest generation every 10,000 net allocations,
     # not every 700, so the collector stops running several times per call.
     gc.set_threshold(10_000, 20, 20)
+    # Proctor logs what an operator acts on: policy loads and refused reloads,
+    # engine errors, store trouble; never a line per call, never a credential.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
     banner = f"Proctor listening on http://{config.host}:{config.port}/v1 -> {config.upstream} (store {config.store})"
     try:
         web.run_app(
