@@ -9,6 +9,7 @@ a short placeholder such as ``[image]`` so they still count in the hash.
 from __future__ import annotations
 
 import bisect
+import json
 from typing import Any
 
 import orjson
@@ -37,8 +38,8 @@ def parse_arguments(raw: Any) -> Any:
     """Tool arguments as parsed JSON; the raw value when it is not a JSON string."""
     if isinstance(raw, str):
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            return loads_reply(raw)
+        except NotJson:
             return raw
     return raw
 
@@ -55,12 +56,34 @@ def load_request(body: Any) -> dict[str, Any]:
     return body
 
 
+class NotJson(ValueError):
+    """A reply body or stream event that no JSON reader a client uses accepts."""
+
+
+def loads_reply(data: bytes | bytearray | memoryview | str) -> Any:
+    """An upstream reply or stream event, read as leniently as the clients read it.
+
+    orjson takes strict JSON only; the SDKs use Python's ``json``, which also
+    takes ``NaN`` and ``Infinity`` (Python servers emit them, in logprobs say),
+    and bodies may start with a byte-order mark. Whatever a client would parse,
+    Proctor must parse too, or a tool call would pass unjudged. Raises NotJson."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    text = bytes(data).decode("utf-8-sig", "replace") if not isinstance(data, str) else data.removeprefix("\ufeff")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise NotJson("not JSON") from None
+
+
 def load_response(body: Any) -> dict[str, Any] | None:
     """The response as a dict, or None: response decoding never raises."""
     if isinstance(body, (bytes, bytearray, memoryview, str)):
         try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            body = loads_reply(body)
+        except NotJson:
             return None
     return body if isinstance(body, dict) else None
 
@@ -68,8 +91,8 @@ def load_response(body: Any) -> dict[str, Any] | None:
 def load_event(data: str) -> dict[str, Any] | None:
     """One stream event's JSON payload, or None for junk."""
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        value = loads_reply(data)
+    except NotJson:
         return None
     return value if isinstance(value, dict) else None
 

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from adapters.base import Adapter, BadRequest
+from adapters.common import NotJson, loads_reply
 from adapters.edits import ActionEdit, Enforcer, TextEdit
 from adapters.model import Call, EventKind, Reply, TrajectoryEvent
 from proxy import history
@@ -174,7 +175,10 @@ class ModelCall:
             except ProctorError as err:
                 return await self._fail(err)
         if up.status == 200:
-            body = await self._enforce_json(body)
+            try:
+                body = await self._enforce_json(body)
+            except UpstreamUnavailable as err:
+                return await self._fail(err)
         else:
             self.outcome.error = f"upstream answered {up.status}: {body[:500].decode('utf-8', 'replace')}"
         await self._record()
@@ -184,7 +188,14 @@ class ModelCall:
         """Judge the reply's tool calls in order, then its final message; rewrite the
         body only when a verdict changes something."""
         assert self.enf is not None and self.call is not None
-        doc = _loads_or_none(body)
+        try:
+            doc = loads_reply(body)
+        except NotJson:
+            doc = None
+        if not isinstance(doc, dict):  # nothing Proctor cannot read reaches the client: it could hold a tool call
+            raise UpstreamUnavailable(
+                f"the upstream answered 200 with a body that is not a JSON object ({body[:80]!r}); Proctor forwards "
+                "no reply it cannot judge", code="upstream_invalid_reply")
         reply = self.adapter.decode_response(doc)
         self.outcome.reply = reply
         edits: list[ActionEdit] = []
@@ -333,13 +344,6 @@ class ModelCall:
                 decisions=enf.records if enf is not None else (),
             )
         )
-
-
-def _loads_or_none(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _error_event(err: ProctorError) -> TrajectoryEvent:

@@ -490,3 +490,79 @@ decision := {"ask": [{"rule": "review.answers", "message": "answers about money 
     approver.join(5)
     assert seen and seen[0]["action"]["kind"] == "assistant"
     assert "review.answers" in text and "not approved" in text and "$5,000" not in text
+
+
+RM_CALL = {"index": 0, "id": "call_rm", "type": "function", "function": {"name": "bash", "arguments": '{"command": "rm -rf /"}'}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_reply_only_lenient_json_reads_is_still_judged(make_proxy: Any, loop_thread: Any, stream: bool) -> None:
+    """NaN in logprobs and a byte-order mark: orjson refuses them, the SDK's json
+    reads them, so the tool call inside must be judged, not waved through."""
+    from aiohttp import web
+
+    from tests.conftest import start_app
+
+    message = {"role": "assistant", "content": None, "tool_calls": [RM_CALL]}
+    body = ('\ufeff{"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0, '
+            f'"message": {json.dumps(message)}, "logprobs": {{"content": [{{"token": "x", "logprob": -Infinity}}]}}, '
+            '"finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}, '
+            '"score": NaN}')
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [RM_CALL]}, "finish_reason": None}]}
+    done = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+
+    async def lenient(request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            return web.Response(body=body.encode(), content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for event in (chunk, done):
+            await resp.write(b"data: " + json.dumps(event).replace("}}", '}, "score": NaN}', 1).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", lenient)
+    runner, base = loop_thread.run(start_app(app))
+    try:
+        proxy = make_proxy(upstream=base + "/v1")
+        with client(proxy) as c:
+            kw: Any = {"model": "m", "messages": [{"role": "user", "content": "clean up"}], "tools": TOOLS}
+            if stream:
+                with c.chat.completions.stream(**kw) as s:
+                    seen = [event.type for event in s]
+                    final = s.get_final_completion()
+                assert not any(t.startswith("tool_calls") for t in seen), seen
+            else:
+                final = c.chat.completions.create(**kw)
+        assert not final.choices[0].message.tool_calls
+        assert "coding.delete_outside_workspace" in (final.choices[0].message.content or "")
+    finally:
+        loop_thread.run(runner.cleanup())
+
+
+def test_a_200_reply_that_is_not_json_is_not_forwarded(make_proxy: Any, loop_thread: Any) -> None:
+    from aiohttp import web
+
+    from tests.conftest import start_app
+
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(body=b'<html>{"tool_calls": ...', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", garbage)
+    runner, base = loop_thread.run(start_app(app))
+    try:
+        proxy = make_proxy(upstream=base + "/v1")
+        with client(proxy) as c:
+            raw = c.chat.completions.with_raw_response
+            with pytest.raises(openai.APIStatusError) as exc:
+                raw.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert exc.value.status_code == 502 and exc.value.code == "upstream_invalid_reply"
+        sid = exc.value.response.headers["x-proctor-session"]
+        (call,) = proxy.call_store(lambda s: s.get_calls(sid))
+        assert call.status == 502 and "not a JSON object" in (call.error or "")
+    finally:
+        loop_thread.run(runner.cleanup())
