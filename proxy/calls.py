@@ -147,7 +147,7 @@ class ModelCall:
 
         self.res = await proxy.sessions.resolve(request.headers, call)
         n = call.params.get("n")
-        if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        if n is not None and (isinstance(n, bool) or n != 1):  # 2, but also 2.0 and "2", which lenient servers take
             return await self._fail(InvalidRequest(
                 "n > 1 is not supported: Proctor judges and records one reply per call, the one the agent "
                 "goes on with, and every choice would need judging; send n = 1 (or omit n)",

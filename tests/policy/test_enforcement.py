@@ -383,6 +383,9 @@ def test_n_greater_than_one_is_refused(proxy: Any, tools: Any) -> None:
             c.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "hi"}], **extra)
         assert exc.value.code == "unsupported_parameter" and exc.value.param == "n"
         ok = c.chat.completions.create(model="m", n=1, messages=[{"role": "user", "content": "hi"}], **extra)
+        for sneaky in (2.0, "2", 1e1, 0, True):  # what lenient upstreams read as several choices (or none)
+            with pytest.raises(openai.BadRequestError):
+                c.chat.completions.create(model="m", n=sneaky, messages=[{"role": "user", "content": "hi"}], **extra)
     assert len(ok.choices) == 1
 
 
