@@ -6,6 +6,7 @@ input, a cut stream) ends in exactly one ``record_call``."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,10 +135,23 @@ class ModelCall:
     async def run(self) -> web.StreamResponse:
         proxy, request = self.proxy, self.request
         try:
-            raw: bytes | None = await request.read()
+            raw: bytes | None = await asyncio.wait_for(request.read(), proxy.config.client_body_timeout)
         except web.HTTPRequestEntityTooLarge:
             raw = None
+        except ConnectionResetError:  # aiohttp's ClientConnectionResetError is one too
+            # The client left mid-upload: there is no one to answer and no call to record.
+            return web.Response(status=400)
+        except asyncio.TimeoutError:
+            raw = b""  # answered below, once the session is known
+            timed_out = True
+        else:
+            timed_out = False
         try:
+            if timed_out:
+                err = InvalidRequest(f"the request body did not arrive within {proxy.config.client_body_timeout:g}s; "
+                                     "send it at once, or raise client_body_timeout", code="request_timeout")
+                err.status = 408
+                raise err
             if raw is None:
                 raise body_too_large(proxy.config.max_body_bytes)
             self.call = call = decode_call(self.adapter, raw)
@@ -219,7 +233,13 @@ class ModelCall:
         filter until judged; the trajectory is recorded before the stream ends."""
         assert self.enf is not None
         resp = web.StreamResponse(status=up.status, headers=_response_headers(up, self.session_id))
-        await resp.prepare(self.request)
+        try:
+            await resp.prepare(self.request)
+        except ConnectionResetError:
+            # Gone before the first byte: nothing of the reply was judged or sent.
+            self.outcome.error = "the client disconnected before the response started"
+            await self._record()
+            return resp
         decoder = self.adapter.stream_decoder()
         gate = self.enforcer.stream_filter()
         fault: ProctorError | None = None

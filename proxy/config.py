@@ -34,6 +34,7 @@ class ProxyConfig(BaseModel):
     anthropic_api_key: str | None = Field(None, repr=False)
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(600.0, gt=0)  # between bytes; long generations stream slowly
+    client_body_timeout: float = Field(60.0, gt=0)  # a client sending its request body slower than this gets a 408
     max_connections: int = Field(256, ge=1)
     session_header: str = "X-Proctor-Session"
     session_harness_headers: bool = True  # Claude Code, Codex, OpenCode, LiteLLM, Helicone, Portkey ids

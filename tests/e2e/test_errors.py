@@ -3,6 +3,7 @@ each failed call is recorded, and the proxy keeps serving afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from typing import Any
@@ -353,3 +354,68 @@ def test_body_too_large_is_413_and_recorded(make_proxy: Any, upstream: Any) -> N
     call = recorded(proxy, resp.headers["X-Proctor-Session"])
     assert call.status == 413
     still_serves(proxy, upstream)
+
+
+def _raw_request(proxy: Any, head: bytes) -> socket.socket:
+    host, port = proxy.base.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    conn.sendall(head)
+    return conn
+
+
+def test_a_body_sent_too_slowly_gets_a_408_and_the_server_serves_on(make_proxy: Any, upstream: Any) -> None:
+    upstream.answer(echo_responder)
+    proxy = make_proxy(client_body_timeout=0.3)
+    conn = _raw_request(proxy, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 500\r\n\r\n{\"model\": ")
+    with conn:
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            piece = conn.recv(65536)
+            if not piece:
+                break
+            reply += piece
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert b" 408 " in status_line
+    error = orjson.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "request_timeout" and "client_body_timeout" in error["message"]
+    assert post(proxy.url + "/chat/completions", CHAT_OK).status_code == 200
+
+
+def test_a_client_gone_before_the_stream_starts_is_recorded(make_proxy: Any, loop_thread: Any) -> None:
+    """The upstream is slow to its first byte; the client hangs up meanwhile."""
+    from aiohttp import web
+
+    from tests.conftest import start_app
+
+    started: list[float] = []
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        started.append(time.monotonic())
+        await asyncio.sleep(0.5)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+                         b'"delta":{"content":"late"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", slow)
+    runner, base = loop_thread.run(start_app(app))
+    try:
+        proxy = make_proxy(upstream=base + "/v1")
+        body = orjson.dumps({**CHAT_OK, "stream": True})
+        conn = _raw_request(proxy, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                   b"X-Proctor-Session: gone-early\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 5
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        conn.close()
+        while not calls_of(proxy, "gone-early") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (call,) = calls_of(proxy, "gone-early")
+        assert "disconnected before the response started" in (call.error or "")
+        assert [e.kind.value for e in events_of(proxy, "gone-early")] == ["user"]
+        assert httpx.get(proxy.base + "/healthz").status_code == 200
+    finally:
+        loop_thread.run(runner.cleanup())
