@@ -134,6 +134,7 @@ class ModelCall:
 
     async def run(self) -> web.StreamResponse:
         proxy, request = self.proxy, self.request
+        timed_out = False
         try:
             raw: bytes | None = await asyncio.wait_for(request.read(), proxy.config.client_body_timeout)
         except web.HTTPRequestEntityTooLarge:
@@ -142,10 +143,7 @@ class ModelCall:
             # The client left mid-upload: there is no one to answer and no call to record.
             return web.Response(status=400)
         except asyncio.TimeoutError:
-            raw = b""  # answered below, once the session is known
-            timed_out = True
-        else:
-            timed_out = False
+            raw, timed_out = b"", True  # answered below, once the session is known
         try:
             if timed_out:
                 err = InvalidRequest(f"the request body did not arrive within {proxy.config.client_body_timeout:g}s; "
