@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from adapters.common import NotJson, loads_reply
 from adapters.edits import ActionEdit, Enforcer, TextEdit
 from adapters.model import Call, EventKind, Reply, TrajectoryEvent
 from proxy import history
+from proxy.config import ProxyConfig
 from proxy.context import PROXY, Proxy
 from proxy.enforcement import Enforcement, refusal_text
 from proxy.errors import InvalidRequest, ProctorError, UpstreamUnavailable
@@ -192,7 +194,8 @@ class ModelCall:
             except UpstreamUnavailable as err:
                 return await self._fail(err)
         else:
-            self.outcome.error = f"upstream answered {up.status}: {body[:500].decode('utf-8', 'replace')}"
+            text = body[:500].decode("utf-8", "replace")
+            self.outcome.error = f"upstream answered {up.status}: {redact_credentials(text, request.headers, proxy.config)}"
         await self._record()
         return web.Response(status=up.status, body=body, headers=_response_headers(up, self.session_id))
 
@@ -362,6 +365,18 @@ class ModelCall:
                 decisions=enf.records if enf is not None else (),
             )
         )
+
+
+def redact_credentials(text: str, headers: Mapping[str, str], config: ProxyConfig) -> str:
+    """``text`` without the credentials of this call: some upstreams echo a rejected
+    key in their error body, which Proctor records."""
+    secrets = [config.upstream_api_key, config.anthropic_api_key, headers.get("x-api-key"), headers.get("api-key")]
+    auth = headers.get("Authorization", "")
+    secrets.append(auth.split(None, 1)[1] if " " in auth.strip() else auth)
+    for secret in secrets:
+        if secret and len(secret.strip()) >= 8:
+            text = text.replace(secret.strip(), "[redacted]")
+    return text
 
 
 def _error_event(err: ProctorError) -> TrajectoryEvent:

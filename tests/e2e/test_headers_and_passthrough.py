@@ -94,6 +94,10 @@ def test_client_key_never_reaches_the_store(proxy: Any, upstream: Any) -> None:
     upstream.answer(Fault(status=401))
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(**CHAT)
+    # an upstream that echoes the rejected key in its error body (OpenAI masks it; not every server does)
+    upstream.answer(Fault(status=401, body={"error": {"message": f"Incorrect API key provided: {KEY}", "code": "invalid_api_key"}}))
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(**CHAT)
     client.close()
     aclient = anthropic.Anthropic(base_url=proxy.base, api_key=KEY, max_retries=0)
     upstream.answer(echo_responder)
