@@ -55,6 +55,7 @@ def build_policy_point(config: ProxyConfig) -> PolicyPoint:
         engine, policies=config.policies, query=config.policy_query, mode=config.policy_mode,
         shadow_rules=config.shadow_rules, fail_open=config.fail_open, timeout=config.policy_timeout,
         reload_interval=config.policy_reload_interval, window=config.policy_window, text_limit=config.policy_text_limit,
+        new_limit=config.policy_new_limit,
     )
 
 

@@ -54,6 +54,7 @@ class ProxyConfig(BaseModel):
     policy_reload_interval: float = Field(1.0, ge=0)  # seconds between checks for changed policy files; 0: never
     policy_window: int = Field(16, ge=0)  # events the trajectory keeps before the reply's own
     policy_text_limit: int = Field(2000, ge=0)  # characters of a text the trajectory keeps (0: all)
+    policy_new_limit: int = Field(1000, ge=0)  # of one call's new events, how many `new` holds (0: all)
     deny_response: Literal["error", "message"] = "error"  # request-stage denials: 403 error or assistant text
     approval_timeout: float = Field(300.0, gt=0)  # an unanswered ask is denied after this long
     admin_token: str | None = Field(None, repr=False)  # guards /api and /ui; without it they answer on loopback only

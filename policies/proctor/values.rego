@@ -17,7 +17,8 @@
 # Bounded: each list holds at most flow.max_values / max_names / max_words /
 # max_sources items (the first ones seen, then new ones in sorted order), so
 # the input and the decision log stay small however long the session runs.
-# Once an untrusted list is full, flow_overflow is set and the flow rules treat
+# Once an untrusted list is full (or a call brought more events than the input
+# holds, input.new_omitted > 0), flow_overflow is set and the flow rules treat
 # every value that is not known to be trusted as untrusted (they fail closed,
 # see flow.rego); trusted lists that are full only stop growing (a value seen
 # later in trusted text may then be reported, never missed).
@@ -341,3 +342,7 @@ overflowing if count(untrusted_values) + count(new_untrusted_values) > max_value
 overflowing if count(untrusted_names) + count(new_untrusted_names) > max_names
 
 overflowing if count(untrusted_sources) + count(new_untrusted) > max_sources
+
+# The call brought more events than the input holds (policy_new_limit): what the
+# left-out ones said is unknown, so, as with a full list, fail closed.
+overflowing if object.get(input, "new_omitted", 0) > 0

@@ -142,6 +142,16 @@ test_labels_stay_within_their_caps if {
 	d.labels.flow_overflow == true
 }
 
+test_labels_overflow_when_the_call_brought_more_than_the_input_holds if {
+	d := decide(object.union(request([ev(0, "user", null, "mail bob@corp.example")], {}), {"new_omitted": 5000}))
+	d.labels.flow_overflow == true
+}
+
+test_labels_no_overflow_when_nothing_was_left_out if {
+	d := decide(object.union(request([ev(0, "user", null, "mail bob@corp.example")], {}), {"new_omitted": 0}))
+	not d.labels.flow_overflow
+}
+
 test_labels_trusted_list_stays_within_its_cap if {
 	d := decide_with(request([ev(0, "user", null, "a@x.example b@y.example c@z.example")], {}), {"flow": {"max_values": 2}})
 	count(d.labels.trusted_values) == 2

@@ -12,7 +12,9 @@ policies/input.schema.json)::
                  call's new ones), then the reply's events judged so far; texts cut
                  to ``text_limit`` characters
     new          the events this call adds (whole texts at the request stage, where
-                 they are judged; cut like the trajectory's at the action stage)
+                 they are judged; cut like the trajectory's at the action stage);
+                 at most ``new_limit``: the first quarter and the last of them
+    new_omitted  how many of this call's new events ``new`` leaves out (0 mostly)
     action       the pending tool call or final message (stage "action")
     call         api, model, tools, params, client
 """
@@ -133,7 +135,7 @@ class PolicyPoint:
     def __init__(
         self, engine: PolicyEngine, *, policies: str | Path | None, query: str, mode: str,
         shadow_rules: Sequence[str], fail_open: bool, timeout: float, reload_interval: float,
-        window: int = 16, text_limit: int = 2000,
+        window: int = 16, text_limit: int = 2000, new_limit: int = 1000,
     ) -> None:
         self.engine = engine
         self.root = Path(policies) if policies else bundled_library()
@@ -145,6 +147,7 @@ class PolicyPoint:
         self.reload_interval = reload_interval
         self.window = window  # events before the reply that the trajectory keeps
         self.text_limit = text_limit  # characters of a text the trajectory keeps (0: all)
+        self.new_limit = new_limit  # events of one call that `new` holds (0: all)
         self.revision = ""
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._watcher: asyncio.Task[None] | None = None
@@ -198,15 +201,16 @@ class PolicyPoint:
         base = view.base_seq
         limit = self.text_limit
         whole = stage == "request"
+        picked = self._picked(len(new))
         if "stored" not in view.docs:
             kept_stored = min(len(view.window), self.window - min(len(new), self.window))
             view.docs["stored"] = [event_doc(ev, text_limit=limit) for ev in view.window[len(view.window) - kept_stored:]]
-            view.docs["new"] = [event_doc(ev, base + i, limit) for i, ev in enumerate(new)]
+            view.docs["new"] = [event_doc(new[i], base + i, limit) for i in picked]
         cut_new = view.docs["new"]
-        new_docs = [event_doc(ev, base + i) for i, ev in enumerate(new)] if whole and limit else cut_new
+        new_docs = [event_doc(new[i], base + i) for i in picked] if whole and limit else cut_new
         # the last `window` events before the reply: stored ones, then this call's new ones
-        kept_new = min(len(new), self.window)
-        trajectory = [*view.docs["stored"], *cut_new[len(new) - kept_new:]]
+        kept_new = min(len(cut_new), self.window)
+        trajectory = [*view.docs["stored"], *cut_new[len(cut_new) - kept_new:]]
         first_reply = base + len(new)
         trajectory += [event_doc(ev, first_reply + i, limit) for i, ev in enumerate(reply)]
         return {
@@ -225,9 +229,21 @@ class PolicyPoint:
             },
             "trajectory": trajectory,
             "new": new_docs,
+            "new_omitted": len(new) - len(picked),
             "action": event_doc(action, first_reply + len(reply)) if action is not None else None,
             "call": call_doc(call, client),
         }
+
+    def _picked(self, n: int) -> range | list[int]:
+        """Which of a call's ``n`` new events ``new`` holds: all of them, or past
+        ``new_limit`` the first quarter of the limit (the task and its setting) and
+        the rest from the end (the latest turns), so one enormous request cannot
+        hold the event loop for seconds in the engine."""
+        cap = self.new_limit
+        if not cap or n <= cap:
+            return range(n)
+        head = cap // 4
+        return [*range(head), *range(n - (cap - head), n)]
 
     async def judge(
         self, stage: str, view: SessionView, session_id: str, call_id: str, new: Sequence[TrajectoryEvent],

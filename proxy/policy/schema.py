@@ -81,6 +81,10 @@ class PolicyInput(_Doc):
         description="the events this call adds (user turns, tool results): whole texts at the request stage,"
         " cut like the trajectory's at the action stage"
     )
+    new_omitted: int = Field(
+        0, description="how many of this call's new events `new` leaves out: past policy_new_limit it holds the"
+        " first quarter of the limit and the latest ones (a library that must see everything fails closed on > 0)"
+    )
     action: EventDoc | None = Field(description="the pending tool call or final message (stage action)")
     call: CallDoc
 

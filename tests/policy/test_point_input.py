@@ -94,3 +94,19 @@ def test_decision_log_range_is_what_the_policy_saw(tmp_path: Path) -> None:
             await p.close()
 
     assert asyncio.run(judge()) == (98, 101)
+
+
+def test_past_new_limit_new_holds_the_start_and_the_end_and_says_how_many_it_left_out(tmp_path: Path) -> None:
+    p = point(tmp_path, window=3, text_limit=10)
+    p.new_limit = 8
+    new = [result(i, f"r{i}") for i in range(30)]
+    v = view(stored=0)
+    for stage in ("request", "action"):
+        doc = p.build_input(stage, v, "s", new, [], None, CALL, CLIENT)
+        assert [e["text"] for e in doc["new"]] == ["r0", "r1", *[f"r{i}" for i in range(24, 30)]]
+        assert [e["seq"] for e in doc["new"]][-1] == 29  # the events keep their real positions
+        assert doc["new_omitted"] == 22
+        assert [e["text"] for e in doc["trajectory"]] == ["r27", "r28", "r29"]
+        PolicyInput.model_validate(doc)
+    small = p.build_input("request", view(stored=0), "s", new[:8], [], None, CALL, CLIENT)
+    assert small["new_omitted"] == 0 and len(small["new"]) == 8
