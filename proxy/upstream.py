@@ -79,7 +79,9 @@ class UpstreamClient:
                 "raise read_timeout or check the upstream"
             ) from None
         except aiohttp.ClientError as e:
-            setting = "--anthropic-upstream" if url.startswith(self._config.anthropic_upstream.rstrip("/")) else "--upstream"
+            matches = [flag for flag, base in (("--upstream", self._config.upstream), ("--anthropic-upstream", self._config.anthropic_upstream))
+                       if url.startswith(base.rstrip("/"))]
+            setting = " / ".join(matches) or "--upstream"
             raise UpstreamUnavailable(f"cannot reach the upstream at {url}: {e}; check {setting}") from None
 
 
