@@ -93,6 +93,23 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
     return report(run_tests(args.dir or bundled_library(), args.run), sys.stdout, args.verbose)
 
 
+def cmd_policy_init(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from proxy.errors import ConfigError
+    from proxy.policy.bundle import bundled_library
+
+    target = Path(args.dir)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"{target} already exists and is not an empty directory; name a new one")
+    shutil.copytree(bundled_library(), target, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__init__.py", "__pycache__", "*.pyc"))
+    print(f"copied the shipped library to {target}: add your rules next to it (package proctor), then\n"
+          f"  proctor policy test {target}\n  proctor serve --policies {target}")
+    return 0
+
+
 def cmd_policy_schema(args: argparse.Namespace) -> int:
     import json
 
@@ -276,12 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     policy = sub.add_parser("policy", help="work with policy directories").add_subparsers(dest="policy_command", required=True)
     ptest = policy.add_parser("test", help="run *_test.rego with the embedded engine (like opa test)")
-    ptest.add_argument("dir", nargs="?", help="policy directory (default: the bundled library)")
+    ptest.add_argument("dir", nargs="?", help="policy directory, or one *_test.rego in it (default: the bundled library)")
     ptest.add_argument("-v", "--verbose", action="store_true", help="list passing tests too")
     ptest.add_argument("-r", "--run", default=None, help="only tests whose name matches this regex")
     ptest.set_defaults(func=cmd_policy_test)
     pschema = policy.add_parser("schema", help="print the JSON Schema of the policy input")
     pschema.set_defaults(func=cmd_policy_schema)
+    pinit = policy.add_parser("init", help="copy the shipped library into a new directory, to extend and serve")
+    pinit.add_argument("dir", help="the directory to create (must not exist or be empty)")
+    pinit.set_defaults(func=cmd_policy_init)
 
     export = sub.add_parser("export", help="write sessions as JSONL or OpenTelemetry (OTLP/JSON) spans")
     export.add_argument("session_ids", nargs="*", metavar="SESSION_ID", help="sessions to export (default: all)")

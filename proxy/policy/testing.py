@@ -34,10 +34,19 @@ def discover(source: str) -> list[str]:
 
 
 def run_tests(root: str | Path, pattern: str | None = None) -> list[TestResult]:
+    """Run the tests of a policy directory, or of one ``*_test.rego`` file in it
+    (compiled with the rest of its directory, whose modules it tests)."""
+    only: str | None = None
+    if Path(root).is_file():
+        file = Path(root).resolve()
+        root = _bundle_root(file)
+        only = str(file.relative_to(root))
     bundle = load_bundle(root)
     engine = compile_engine(bundle, with_tests=True)
     results = []
     for rel, source in sorted(bundle.tests.items()):
+        if only is not None and rel != only:
+            continue
         for name in discover(source):
             if pattern and not re.search(pattern, name):
                 continue
@@ -52,6 +61,16 @@ def run_tests(root: str | Path, pattern: str | None = None) -> list[TestResult]:
                 outcome, error = "ERROR", _one_line(e)
             results.append(TestResult(str(Path(root) / rel), name, outcome, (time.perf_counter() - t0) * 1000, error))
     return results
+
+
+def _bundle_root(file: Path, levels: int = 3) -> Path:
+    """The policy directory a test file belongs to: the nearest of its directory
+    and the two above it that holds a data.json (policies/ for
+    policies/proctor/loops_test.rego), else its own directory."""
+    for root in [file.parent, *file.parent.parents][:levels]:
+        if (root / "data.json").is_file():
+            return root
+    return file.parent
 
 
 def report(results: list[TestResult], out: TextIO, verbose: bool = False) -> int:
