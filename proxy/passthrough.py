@@ -1,5 +1,7 @@
 """Every other ``/v1/*`` endpoint (models, files, embeddings, ...): forwarded
-unchanged, streamed back, and recorded as a call with no events.
+unchanged, streamed back, and recorded as a call with no events: in the session
+its headers name, else in the day's ``passthrough-YYYY-MM-DD`` session (UTC), so
+clients that poll ``/v1/models`` do not open a session per call.
 
 Anthropic's own endpoints besides ``/v1/messages`` (``/v1/messages/count_tokens``,
 ``/v1/messages/batches``, and any request its SDK sends, which always carries
@@ -9,6 +11,7 @@ wrong provider."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import aiohttp
@@ -34,6 +37,9 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     started, t0 = time.time(), time.perf_counter()
     res = await proxy.sessions.resolve(request.headers, None)
+    if res.resolved_by == "new":  # nothing names a session: the day's pass-through session, not one per call
+        res = dataclasses.replace(res, session_id=f"passthrough-{time.strftime('%Y-%m-%d', time.gmtime())}",
+                                  resolved_by="passthrough")
     body = await request.read() if request.body_exists else None
     status, error = 0, None
     resp: web.StreamResponse | None = None

@@ -130,11 +130,15 @@ def test_every_response_carries_the_session(proxy: Any, upstream: Any) -> None:
         httpx.get(proxy.url + "/nothing-here"),  # the upstream's 404
     ]
     ids = [r.headers.get("X-Proctor-Session") for r in responses]
-    assert all(i and i.startswith("ses_") for i in ids), ids
-    assert len(set(ids)) == len(ids)  # no header, unrelated histories: separate sessions
-    for r, sid in zip(responses, ids):
+    model_calls, passthrough = ids[:5], ids[5:]
+    assert all(i and i.startswith("ses_") for i in model_calls), ids
+    assert len(set(model_calls)) == len(model_calls)  # no header, unrelated histories: separate sessions
+    for r, sid in zip(responses[:5], model_calls):
         (call,) = calls_of(proxy, sid)
         assert call.status == r.status_code
+    # pass-through calls without a session share the day's pass-through session
+    assert passthrough[0] == passthrough[1] and passthrough[0].startswith("passthrough-")
+    assert [c.status for c in calls_of(proxy, passthrough[0])] == [r.status_code for r in responses[5:]]
 
 
 def test_session_header_names_the_session(proxy: Any, upstream: Any) -> None:
@@ -173,10 +177,14 @@ def test_models_pass_through_and_are_recorded(proxy: Any, upstream: Any) -> None
     client.close()
 
     session_id = through.headers["X-Proctor-Session"]
-    (call,) = calls_of(proxy, session_id)
-    assert (call.api, call.path, call.status, call.error) == ("passthrough", "/v1/models", 200, None)
+    assert session_id.startswith("passthrough-20")  # the day's pass-through session, not one per call
+    first, second = calls_of(proxy, session_id)
+    assert (first.api, first.path, first.status, first.error, first.resolved_by) == ("passthrough", "/v1/models", 200, None, "passthrough")
+    assert second.path == "/v1/models"
     assert events_of(proxy, session_id) == []
-    assert len(sessions_of(proxy)) == 2
+    assert len(sessions_of(proxy)) == 1
+    named = httpx.get(proxy.url + "/models", headers={"Authorization": AUTH_VALUE, "X-Proctor-Session": "mine"})
+    assert named.headers["X-Proctor-Session"] == "mine" and calls_of(proxy, "mine")[0].resolved_by == "header"
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
