@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from typing import Any
 
 import orjson
@@ -73,9 +74,29 @@ def loads_reply(data: bytes | bytearray | memoryview | str) -> Any:
         pass
     text = bytes(data).decode("utf-8-sig", "replace") if not isinstance(data, str) else data.removeprefix("\ufeff")
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         raise NotJson("not JSON") from None
+    # json reads a lone surrogate escape ("\ud83d") into a str no UTF-8 encoder takes
+    # (orjson refuses it): U+FFFD stands in, as a lenient client shows it.
+    return _without_lone_surrogates(value) if _LONE_SURROGATE.search(text) else value
+
+
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+_SURROGATE_CHAR = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE_CHAR.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
+
 
 
 def load_response(body: Any) -> dict[str, Any] | None:

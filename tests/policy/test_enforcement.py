@@ -569,3 +569,39 @@ def test_a_200_reply_that_is_not_json_is_not_forwarded(make_proxy: Any, loop_thr
         assert call.status == 502 and "not a JSON object" in (call.error or "")
     finally:
         loop_thread.run(runner.cleanup())
+
+
+def test_lone_surrogate_escapes_in_history_and_reply_are_carried_not_a_500(make_proxy: Any, loop_thread: Any) -> None:
+    """json reads "\\ud83d" into a str orjson cannot write; it must become U+FFFD,
+    not an internal error on every later call that re-sends that history."""
+    from aiohttp import web
+
+    from tests.conftest import start_app
+
+    reply = ('{"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0, '
+             '"message": {"role": "assistant", "content": "half an emoji \\ud83d"}, "finish_reason": "stop"}]}')
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=reply.encode(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner, base = loop_thread.run(start_app(app))
+    try:
+        proxy = make_proxy(upstream=base + "/v1")
+        history = [
+            {"role": "user", "content": "list it"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "bash", "arguments": '{"command": "ls \\ud83d"}'}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "a.txt"},
+        ]
+        with client(proxy) as c:
+            raw = c.chat.completions.with_raw_response.create(model="m", messages=history)
+        assert raw.http_response.status_code == 200
+        assert raw.parse().choices[0].message.content.startswith("half an emoji")  # forwarded as the upstream sent it
+        sid = raw.headers["x-proctor-session"]
+        events = proxy.call_store(lambda s: s.get_events(sid))
+        assert {"command": "ls \ufffd"} in [e.arguments for e in events]
+        assert "half an emoji \ufffd" in [e.text for e in events]
+    finally:
+        loop_thread.run(runner.cleanup())
