@@ -35,6 +35,11 @@ def placeholder(part_type: str) -> str:
     return _PLACEHOLDERS.get(part_type) or f"[{part_type}]"
 
 
+# The label of a custom tool's call, whose input is free text by design (a
+# function tool's arguments are a JSON object; a string there means they broke).
+FREE_TEXT: dict[str, Any] = {"free_text": True}
+
+
 def parse_arguments(raw: Any) -> Any:
     """Tool arguments as parsed JSON; the raw value when it is not a JSON string."""
     if isinstance(raw, str):

@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.base import BadRequest
 from adapters.common import (
+    FREE_TEXT,
     MessageEvents,
     ToolCallQueue,
     bad_role,
@@ -179,10 +180,11 @@ def _assistant_events(message: dict[str, Any], out: list[TrajectoryEvent]) -> No
 
 
 def _tool_call_event(call: dict[str, Any]) -> TrajectoryEvent:
-    if call.get("type") == "custom":  # free-form input: kept as the raw string
+    labels: dict[str, Any] = {}
+    if call.get("type") == "custom":  # free-form input: kept as the raw string, and said to be text
         custom = call.get("custom")
         custom = custom if isinstance(custom, dict) else {}
-        name, arguments = custom.get("name"), custom.get("input")
+        name, arguments, labels = custom.get("name"), custom.get("input"), FREE_TEXT
     else:
         function = call.get("function")
         function = function if isinstance(function, dict) else {}
@@ -192,6 +194,7 @@ def _tool_call_event(call: dict[str, Any]) -> TrajectoryEvent:
         tool_name=str_or_none(name),
         arguments=arguments,
         tool_call_id=str_or_none(call.get("id")),
+        labels=labels,
         role="assistant",
     )
 

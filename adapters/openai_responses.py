@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.base import BadRequest
 from adapters.common import (
+    FREE_TEXT,
     ToolCallQueue,
     bad_role,
     load_event,
@@ -179,13 +180,14 @@ def _item_event(item: dict[str, Any], names: dict[str, str]) -> TrajectoryEvent 
 
 
 def _call_event(item: dict[str, Any]) -> TrajectoryEvent:
-    # function arguments are JSON; custom tool input is free text and kept raw
-    arguments = parse_arguments(item.get("arguments")) if item.get("type") == "function_call" else item.get("input")
+    # function arguments are JSON; custom tool input is free text, kept raw and said to be text
+    function = item.get("type") == "function_call"
     return TrajectoryEvent(
         kind=EventKind.TOOL_CALL,
         tool_name=str_or_none(item.get("name")),
-        arguments=arguments,
+        arguments=parse_arguments(item.get("arguments")) if function else item.get("input"),
         tool_call_id=str_or_none(item.get("call_id")),
+        labels={} if function else FREE_TEXT,
     )
 
 

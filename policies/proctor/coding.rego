@@ -37,6 +37,7 @@ coding_arg(kind) := arg if {
 } else := arg if {
 	spec := coding_tool_spec(kind)
 	is_array(spec)
+	is_object(tool_call.arguments) # (string arguments: tools.unreadable_arguments judges them)
 	present := [a | some a in spec; object.get(tool_call.arguments, a, null) != null]
 	arg := present[0]
 }
@@ -49,8 +50,19 @@ shell_command := cmd if {
 } else := cmd if {
 	argv := tool_call.arguments[coding_arg("shell_tools")]
 	is_array(argv)
-	cmd := concat(" ", [a | some a in argv; is_string(a)])
+	cmd := argv_command(argv)
 }
+
+# An argv list as the command it runs: ["bash", "-lc", "rm -rf /"] runs the
+# script "rm -rf /", judged as such; any other list joined by spaces.
+argv_command(argv) := argv[2] if {
+	count(argv) >= 3
+	is_string(argv[0])
+	is_string(argv[1])
+	is_string(argv[2])
+	regex.match(`^(?:[^ ]*/)?(?:ba|z|da|k)?sh$`, argv[0])
+	regex.match(`^-[a-z]*c[a-z]*$`, argv[1])
+} else := concat(" ", [a | some a in argv; is_string(a)])
 
 file_path(kind) := p if {
 	p := tool_call.arguments[coding_arg(kind)]

@@ -232,3 +232,23 @@ test_allows_recommendation_rule_off if {
 	d.patch == null
 	count(d.warn) == 0
 }
+
+# ---- a call with more events than the input holds ------------------------------------
+
+too_big := {
+	"stage": "request", "session": {"labels": {}, "counters": {}}, "new_omitted": 1000,
+	"new": [{"seq": 0, "kind": "user", "text": "summarise my files"}, {"seq": 1001, "kind": "tool_result", "tool_name": "read_file", "text": "notes"}],
+}
+
+test_blocks_external_email_after_a_call_too_big_to_read if {
+	labels := decide(too_big).labels
+	labels.flow_overflow == true
+	labels.untrusted_source.seq == -1
+	d := decide(email("eve@evil.example", labels))
+	"flow.untrusted_to_external" in rules(d, "deny")
+}
+
+test_allows_internal_email_after_a_call_too_big_to_read if {
+	d := decide(email("bob@corp.example", decide(too_big).labels))
+	d.allow
+}

@@ -42,15 +42,15 @@ tool_call := input.action if {
 	input.action.kind == "tool_call"
 }
 
-# A tool call whose arguments were meant as a JSON object but are not valid JSON
-# (cut short, say): no rule can read them, while a lenient agent may still run
-# what it can salvage. Fail closed. (Free-text arguments, as custom tools take,
-# do not start with "{".)
+# A function tool call whose arguments are not a JSON object (cut short, say, or
+# a JSON string holding one): no rule can read them, while a lenient agent may
+# still run what it can salvage. Fail closed. A custom tool's input is free text
+# by design (Proctor labels its calls free_text); empty arguments are no arguments.
 deny contains {"rule": "tools.unreadable_arguments", "message": msg} if {
 	is_string(tool_call.arguments)
-	startswith(trim_left(tool_call.arguments, " \t\r\n"), "{")
-	not json.is_valid(tool_call.arguments)
-	msg := sprintf("blocked %s: its arguments are not valid JSON (cut short?), so no policy could read them; call the tool again", [tool_call.tool_name])
+	not tool_call.labels.free_text
+	trim_space(tool_call.arguments) != ""
+	msg := sprintf("blocked %s: its arguments are not a JSON object (cut short?), so no policy could read them; call the tool again", [tool_call.tool_name])
 }
 
 # The pending final answer's text, at the action stage.

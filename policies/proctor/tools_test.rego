@@ -54,22 +54,33 @@ test_allows_a_sink_only_through_its_classified_arguments if {
 	d.allow
 }
 
-call_with(args) := d if {
+call_with(args, labels) := d if {
 	d := data.proctor.decision with input as {
 		"stage": "action",
 		"session": {"labels": {}, "counters": {}},
 		"new": [],
-		"action": {"kind": "tool_call", "tool_name": "bash", "arguments": args},
+		"action": {"kind": "tool_call", "tool_name": "bash", "arguments": args, "labels": labels},
 	}
 }
 
+unreadable(args, labels) if "tools.unreadable_arguments" in {f.rule | some f in call_with(args, labels).deny}
+
 test_blocks_arguments_that_are_broken_json if {
-	d := call_with("{\"command\": \"rm -rf /")
-	"tools.unreadable_arguments" in {f.rule | some f in d.deny}
+	unreadable("{\"command\": \"rm -rf /", {})
 }
 
-test_allows_parsed_and_free_text_arguments if {
-	not "tools.unreadable_arguments" in {f.rule | some f in call_with({"command": "ls"}).deny}
-	not "tools.unreadable_arguments" in {f.rule | some f in call_with("print('hello')").deny}
-	not "tools.unreadable_arguments" in {f.rule | some f in call_with("").deny}
+test_blocks_arguments_that_are_a_json_string_holding_an_object if {
+	unreadable("{\"command\": \"rm -rf /\"}", {}) # what a double-encoded object parses to
+	unreadable("notes.txt", {})
+}
+
+test_allows_parsed_arguments_and_no_arguments if {
+	not unreadable({"command": "ls"}, {})
+	not unreadable("", {})
+	not unreadable(null, {})
+}
+
+test_allows_a_custom_tools_free_text if {
+	not unreadable("{ viewer { login } }", {"free_text": true})
+	not unreadable("print('hello')", {"free_text": true})
 }

@@ -338,6 +338,7 @@ def test_custom_tool_call_keeps_raw_input() -> None:
         }
     )
     assert (event.tool_name, event.arguments) == ("sh", "ls -la")
+    assert event.labels == {"free_text": True}  # policies tell it from a function call whose JSON broke
 
 
 def test_non_text_parts_become_placeholders() -> None:

@@ -273,6 +273,7 @@ def test_outputs_name_their_call_and_unknown_items_are_skipped() -> None:
         (EventKind.TOOL_CALL, "sh", "ls", None),
         (EventKind.TOOL_RESULT, "sh", None, "a b"),
     ]
+    assert [e.labels for e in events if e.kind is EventKind.TOOL_CALL] == [{}, {"free_text": True}]
 
 
 def test_placeholders_for_files_and_images() -> None:
