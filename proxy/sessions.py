@@ -136,7 +136,7 @@ class SessionResolver:
         key = self._key(headers, call)
         if call is None:  # a pass-through or an unreadable request: only explicit ids can tell
             sid, rule = (key.session_id, key.rule) if key else (new_session_id(), "new")
-            return Resolution(sid, rule, (), (), history.ROOT, key.parent_id if key else parent_header(headers))
+            return Resolution(sid, rule, (), (), history.ROOT, key.parent_id if key else None)
         weak = key is not None and key.rule == "traceparent"
         if key is not None and weak and await self.store.get_session(key.session_id) is None:
             weak_key, key = key, None  # an unseen trace: let history speak first
@@ -169,8 +169,14 @@ class SessionResolver:
             earlier = await self.store.session_with_request(full[-1])
             if earlier is not None:
                 return _plan(earlier, "retry", call, full[-1], len(full), [])
-        parent = parent_header(headers) or await self._spawner(call)
+        parent = await self._named_parent(headers) or await self._spawner(call)
         return _plan(new_session_id(), "new", call, history.ROOT, 0, full, parent=parent)
+
+    async def _named_parent(self, headers: Mapping[str, str]) -> str | None:
+        """The parent a sub-agent's header names, if Proctor holds that session: a
+        name it never saw would make a dangling root, outside any tree's budgets."""
+        parent = parent_header(headers)
+        return parent if parent is not None and await self.store.get_session(parent) is not None else None
 
     async def _within(self, key: SessionKey, call: Call, full: list[str]) -> Resolution:
         """An explicitly named session: append what it does not hold yet."""

@@ -7,6 +7,7 @@ import json
 import urllib.request
 from typing import Any
 
+import httpx
 import pytest
 
 from proxy import cli
@@ -202,9 +203,14 @@ def test_a_parent_header_alone_links_a_new_session_as_a_child(agent_proxy: Any, 
     rec = session(agent_proxy, child)
     assert (rec.parent_id, rec.root_id, rec.depth) == (parent, parent, 1)
     assert calls(agent_proxy, child)[0].resolved_by == "new"
-    # a parent Proctor never saw is still recorded as named, and the call succeeds
+    # a parent Proctor never saw links nothing (a dangling root would escape the tree's budgets)
     orphan, reply = chat(agent_proxy, [{"role": "user", "content": "a task from elsewhere"}], **{header: "unknown-lead"})
-    assert reply["role"] == "assistant" and session(agent_proxy, orphan).parent_id == "unknown-lead"
+    assert reply["role"] == "assistant" and session(agent_proxy, orphan).parent_id is None
+    # a pass-through call with the header opens no child
+    before = len(agent_proxy.call_store(lambda s: s.list_sessions(limit=1000)))
+    httpx.get(agent_proxy.url + "/models", headers={header: parent})
+    assert len(agent_proxy.call_store(lambda s: s.list_sessions(limit=1000))) <= before + 1
+    assert all(s.parent_id is None for s in agent_proxy.call_store(lambda s: s.list_sessions(limit=1000)) if s.id.startswith("passthrough-"))
 
 
 def test_claude_code_metadata_user_id(agent_proxy: Any) -> None:
