@@ -207,8 +207,8 @@ class ModelCall:
             except UpstreamUnavailable as err:
                 return await self._fail(err)
         else:
-            text = body[:500].decode("utf-8", "replace")
-            self.outcome.error = f"upstream answered {up.status}: {redact_credentials(text, request.headers, proxy.config)}"
+            text = redact_credentials(body[:65536].decode("utf-8", "replace"), request.headers, proxy.config)
+            self.outcome.error = f"upstream answered {up.status}: {text[:500]}"  # cut after redacting: no key half-kept
         await self._record()
         return web.Response(status=up.status, body=body, headers=_response_headers(up, self.session_id))
 
