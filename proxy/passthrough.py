@@ -80,5 +80,8 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
             request.transport.close()
         return resp
     if resp.prepared:
-        await resp.write_eof()
+        try:
+            await resp.write_eof()
+        except ConnectionResetError:  # the client left after the last byte: all is recorded
+            pass
     return resp
