@@ -69,20 +69,29 @@ def _load_into(engine: Any, bundle: Bundle, with_tests: bool) -> str | None:
     return None
 
 
-def _missing_rule(engine: Any, bundle: Bundle, query: str) -> str | None:
-    """Why policies that do not define the decision Proctor asks for (e.g. a package
-    name typed wrong) are refused: every call would fail closed. An evaluation on
-    an empty input tells; its other errors are left for real inputs to meet."""
+def _how_to_ask(engine: Any, bundle: Bundle, query: str) -> str | None:
+    """How ``query`` is evaluated: "rule" (a rule of that name, the fast path) or
+    "query" (a document built by rules below it, such as ``decision.allow :=``,
+    which regorus's eval_rule cannot reach). Policies that define neither (e.g. a
+    package name typed wrong) get None, and are refused: every call would fail
+    closed. An evaluation on an empty input tells; other errors are left for
+    real inputs."""
     try:
         engine.set_input_json("{}")
         engine.eval_rule(query)
+        return "rule"
     except BaseException as e:  # noqa: BLE001 - panics are BaseException
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
-        if "not a valid rule path" in str(e):
-            package, _, rule = query.removeprefix("data.").rpartition(".")
-            return f"{bundle.root}: the policies define no rule {query} (a module of `package {package}` must define `{rule}`)"
-    return None
+        if "not a valid rule path" not in str(e):
+            return "rule"
+    return "query" if _query_value(engine, query) is not None else None
+
+
+def _query_value(engine: Any, query: str) -> Any:
+    """The value of ``query`` as a query; None when undefined."""
+    results = engine.eval_query(query).get("result") or []
+    return results[0]["expressions"][0]["value"] if results else None
 
 
 class EmbeddedEngine:
@@ -91,6 +100,7 @@ class EmbeddedEngine:
 
     def __init__(self) -> None:
         self._engine: Any = None
+        self._ask = "rule"  # or "query": see _how_to_ask
         self._revision = ""
         self._owner: int | None = None  # the thread that built the engine, the only one that may use it
 
@@ -103,11 +113,13 @@ class EmbeddedEngine:
     async def load(self, bundle: Bundle, query: str) -> None:
         self._check_thread()
         engine = compile_engine(bundle)
-        problem = _missing_rule(engine, bundle, query)
-        if problem is not None:
+        how = _how_to_ask(engine, bundle, query)
+        if how is None:
             del engine  # dropped here, on its thread, not wherever the traceback ends up
-            raise PolicyError(problem)
-        self._engine = engine
+            package, _, rule = query.removeprefix("data.").rpartition(".")
+            raise PolicyError(f"{bundle.root}: the policies define no rule {query} (a module of `package {package}` "
+                              f"must define `{rule}`)")
+        self._engine, self._ask = engine, how
         self._revision = bundle.revision
 
     def _check_thread(self) -> None:
@@ -122,6 +134,8 @@ class EmbeddedEngine:
             raise EngineError("no policy is loaded")
         try:
             self._engine.set_input_json(input_json.decode())
+            if self._ask == "query":
+                return _query_value(self._engine, query), self._revision
             return self._engine.eval_rule(query), self._revision
         except BaseException as e:  # noqa: BLE001 - panics are BaseException
             if isinstance(e, (KeyboardInterrupt, SystemExit)):

@@ -298,6 +298,18 @@ def test_policy_that_does_not_compile_is_refused_at_start(make_proxy: Any, tmp_p
     assert f"{root / 'policy.rego'}:" in exc.value.message
 
 
+def test_a_decision_built_by_rules_below_it_is_evaluated(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
+    """`decision.deny := ...` style (ref heads): regorus's eval_rule cannot reach the
+    document, so Proctor asks for it as a query."""
+    upstream.answer(Turn(text="hello"))
+    root = write_policy(tmp_path / "p", 'package proctor\nimport rego.v1\ndecision.allow := false\n'
+                        'decision.deny := [{"rule": "refhead.all", "message": "nothing today"}] if input.stage == "request"\n')
+    proxy = make_proxy(policies=str(root))
+    with client(proxy) as c, pytest.raises(openai.PermissionDeniedError) as exc:
+        c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert "refhead.all" in str(exc.value)
+
+
 def test_policies_without_the_decision_rule_are_refused(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
     """A typo in the package name would make every call fail closed: refuse it at
     start, and on reload keep the last good revision serving."""
