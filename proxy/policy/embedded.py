@@ -17,6 +17,8 @@ import re
 import threading
 from typing import Any
 
+import orjson
+
 from proxy.policy.bundle import Bundle, PolicyError
 from proxy.policy.engine import EngineError
 
@@ -89,8 +91,9 @@ def _how_to_ask(engine: Any, bundle: Bundle, query: str) -> str | None:
 
 
 def _query_value(engine: Any, query: str) -> Any:
-    """The value of ``query`` as a query; None when undefined."""
-    results = engine.eval_query(query).get("result") or []
+    """The value of ``query`` as a query; None when undefined. (As JSON: a set of
+    objects, such as ``decision.warn contains {...}`` builds, has no Python form.)"""
+    results = orjson.loads(engine.eval_query_as_json(query)).get("result") or []
     return results[0]["expressions"][0]["value"] if results else None
 
 

@@ -94,13 +94,13 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
         "SELECT next_seq, labels, counters, root_id, tree_counters FROM sessions WHERE id = ?", (sid,)
     ).fetchone()
     joins_tree = False  # a new child session: its root's tree gains a session
+    parent_id = None
     if row is None:
-        parent = new.parent_session_id
         root, depth = sid, 0
-        if parent is not None:
-            prow = conn.execute("SELECT root_id, depth FROM sessions WHERE id = ?", (parent,)).fetchone()
-            if prow is not None:
-                root, depth, joins_tree = prow[0], prow[1] + 1, True
+        if new.parent_session_id is not None and new.parent_session_id != sid:
+            prow = conn.execute("SELECT root_id, depth FROM sessions WHERE id = ?", (new.parent_session_id,)).fetchone()
+            if prow is not None:  # a parent the store does not hold would be a dangling root, outside any tree's budgets
+                parent_id, root, depth, joins_tree = new.parent_session_id, prow[0], prow[1] + 1, True
         next_seq, labels, counters, tree = 0, {}, {}, {}
     else:
         next_seq, root = row[0], row[3]
@@ -166,7 +166,7 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
             "INSERT INTO sessions (id, parent_id, root_id, depth, started, last_call, calls, events, next_seq, status,"
             " labels, counters, head, tree_counters, tree_sessions)"
             " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, CASE WHEN ? THEN 'terminated' ELSE 'active' END, ?, ?, ?, ?, 1)",
-            (sid, new.parent_session_id, root, depth, call.started, call.started,
+            (sid, parent_id, root, depth, call.started, call.started,
              len(placed), len(placed), new.terminate, orjson.dumps(labels), orjson.dumps(counters),
              new.response_node, tree_json or b"{}"),
         )

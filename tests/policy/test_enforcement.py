@@ -303,6 +303,7 @@ def test_a_decision_built_by_rules_below_it_is_evaluated(make_proxy: Any, upstre
     document, so Proctor asks for it as a query."""
     upstream.answer(Turn(text="hello"))
     root = write_policy(tmp_path / "p", 'package proctor\nimport rego.v1\ndecision.allow := false\n'
+                        'decision.warn contains {"rule": "refhead.note", "message": "a set of objects"} if true\n'
                         'decision.deny := [{"rule": "refhead.all", "message": "nothing today"}] if input.stage == "request"\n')
     proxy = make_proxy(policies=str(root))
     with client(proxy) as c, pytest.raises(openai.PermissionDeniedError) as exc:

@@ -206,6 +206,9 @@ def test_a_parent_header_alone_links_a_new_session_as_a_child(agent_proxy: Any, 
     # a parent Proctor never saw links nothing (a dangling root would escape the tree's budgets)
     orphan, reply = chat(agent_proxy, [{"role": "user", "content": "a task from elsewhere"}], **{header: "unknown-lead"})
     assert reply["role"] == "assistant" and session(agent_proxy, orphan).parent_id is None
+    # nor next to an explicit id (as Codex sub-agents send both): the store keeps no dangling parent
+    named, _ = chat(agent_proxy, [{"role": "user", "content": "a sub task"}], **{"session_id": f"sub-{header}", header: "never-seen"})
+    assert named == f"sub-{header}" and session(agent_proxy, named).parent_id is None
     # a pass-through call with the header opens no child
     before = len(agent_proxy.call_store(lambda s: s.list_sessions(limit=1000)))
     httpx.get(agent_proxy.url + "/models", headers={header: parent})
