@@ -78,7 +78,10 @@ def decode_call(adapter: Adapter, raw: bytes) -> Call:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise InvalidRequest(f"the request body is not valid JSON ({e}); send a JSON object", code="invalid_json") from None
+        try:  # what strict JSON refuses but clients send: a lone surrogate a reply carried, NaN
+            body = loads_reply(raw)
+        except NotJson:
+            raise InvalidRequest(f"the request body is not valid JSON ({e}); send a JSON object", code="invalid_json") from None
     if not isinstance(body, dict):  # a JSON string holding a request is not one (the adapters would read it again)
         raise InvalidRequest(f"the request body must be a JSON object, not {type(body).__name__}", code="invalid_type")
     try:

@@ -616,5 +616,15 @@ def test_lone_surrogate_escapes_in_history_and_reply_are_carried_not_a_500(make_
         events = proxy.call_store(lambda s: s.get_events(sid))
         assert {"command": "ls \ufffd"} in [e.arguments for e in events]
         assert "half an emoji \ufffd" in [e.text for e in events]
+        # the client sends that reply back as it got it, escape and all (a JavaScript client does)
+        body = json.dumps({"model": "m", "messages": [*history, {"role": "assistant", "content": "half an emoji \ud83d"},
+                                                     {"role": "user", "content": "go on"}]})
+        assert "\\ud83d" in body
+        import httpx
+
+        again = httpx.post(proxy.url + "/chat/completions", content=body.encode(),
+                           headers={"Content-Type": "application/json", "Authorization": "Bearer sk-x"}, timeout=10)
+        assert again.status_code == 200 and again.headers["x-proctor-session"] == sid
+        assert [c.resolved_by for c in proxy.call_store(lambda s: s.get_calls(sid))] == ["new", "history"]
     finally:
         loop_thread.run(runner.cleanup())
