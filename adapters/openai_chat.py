@@ -234,15 +234,18 @@ def _function_spec(function: Any, path: str) -> ToolSpec:
 
 
 class _PartialCall:
-    __slots__ = ("arguments", "closed", "id", "name")
+    __slots__ = ("arguments", "closed", "custom", "id", "name")
 
     def __init__(self) -> None:
         self.id: str | None = None
         self.name: str | None = None
-        self.arguments: list[str] = []
+        self.arguments: list[str] = []  # a function's argument JSON, or a custom tool's input, as streamed
+        self.custom = False
         self.closed = False
 
     def as_wire(self) -> dict[str, Any]:
+        if self.custom:
+            return {"id": self.id, "type": "custom", "custom": {"name": self.name, "input": "".join(self.arguments)}}
         function = {"name": self.name, "arguments": "".join(self.arguments)}
         return {"id": self.id, "type": "function", "function": function}
 
@@ -338,6 +341,14 @@ class ChatStreamDecoder:
                 self._close_calls(index)
             if isinstance(piece.get("id"), str):
                 call.id = piece["id"]
+            custom = piece.get("custom")
+            if piece.get("type") == "custom" or isinstance(custom, dict):  # a custom tool: free-text input
+                call.custom = True
+                if isinstance(custom, dict):
+                    if isinstance(custom.get("name"), str) and custom["name"]:
+                        call.name = custom["name"]
+                    if isinstance(custom.get("input"), str):
+                        call.arguments.append(custom["input"])
             function = piece.get("function")
             if isinstance(function, dict):
                 if isinstance(function.get("name"), str) and function["name"]:

@@ -51,6 +51,11 @@ shell_command := cmd if {
 	argv := tool_call.arguments[coding_arg("shell_tools")]
 	is_array(argv)
 	cmd := argv_command(argv)
+} else := tool_call.arguments if {
+	# a custom (free-text) tool listed as a shell: its whole input is the command
+	tool_call.labels.free_text
+	is_string(tool_call.arguments)
+	coding_tool_spec("shell_tools") != null
 }
 
 # An argv list as the command it runs: ["bash", "-lc", "rm -rf /"] runs the

@@ -194,3 +194,12 @@ test_allows_codex_argv_removing_a_build_directory if {
 test_allows_claude_code_edit_of_a_source_file if {
 	rules(shipped(act("Edit", {"file_path": "src/app.py", "old_string": "a = 1", "new_string": "a = 2"}))) == set()
 }
+
+test_blocks_a_custom_shell_tools_free_text_command if {
+	inp := object.union(act("shell", "rm -rf /"), {"action": {"labels": {"free_text": true}}})
+	"coding.delete_outside_workspace" in rules(shipped(inp))
+}
+
+test_allows_a_custom_shell_tools_harmless_command if {
+	rules(shipped(object.union(act("shell", "git status"), {"action": {"labels": {"free_text": true}}}))) == set()
+}

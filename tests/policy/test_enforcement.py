@@ -628,3 +628,57 @@ def test_lone_surrogate_escapes_in_history_and_reply_are_carried_not_a_500(make_
         assert [c.resolved_by for c in proxy.call_store(lambda s: s.get_calls(sid))] == ["new", "history"]
     finally:
         loop_thread.run(runner.cleanup())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_custom_tools_free_text_call_is_judged(make_proxy: Any, loop_thread: Any, stream: bool) -> None:
+    """A custom (free-form) tool listed as a shell: its input is the command. Streamed,
+    its deltas carry `custom`, not `function`; they were dropped, so the call was
+    judged as nameless and empty and went through."""
+    from aiohttp import web
+
+    from tests.conftest import start_app
+
+    custom = {"index": 0, "id": "call_c", "type": "custom", "custom": {"name": "shell", "input": "rm -rf"}}
+    more = {"index": 0, "custom": {"input": " /"}}
+    base_chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_c", "type": "custom", "custom": {"name": "shell", "input": "rm -rf /"}}]}
+            return web.json_response({**base_chunk, "object": "chat.completion", "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for delta, finish in (({"role": "assistant", "tool_calls": [custom]}, None), ({"tool_calls": [more]}, None), ({}, "tool_calls")):
+            chunk = {**base_chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner, base = loop_thread.run(start_app(app))
+    try:
+        proxy = make_proxy(upstream=base + "/v1")
+        tools: Any = [{"type": "custom", "custom": {"name": "shell", "description": "run a command"}}]
+        with client(proxy) as c:
+            kw: Any = {"model": "m", "messages": [{"role": "user", "content": "clean up"}], "tools": tools}
+            if stream:
+                raw = c.chat.completions.with_raw_response.create(stream=True, **kw)
+                chunks = list(raw.parse())
+                assert not any(ch.choices and ch.choices[0].delta.tool_calls for ch in chunks)
+                text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+            else:
+                raw = c.chat.completions.with_raw_response.create(**kw)
+                message = raw.parse().choices[0].message
+                assert not message.tool_calls
+                text = message.content or ""
+        assert "coding.delete_outside_workspace" in text
+        sid = raw.headers["x-proctor-session"]
+        (call,) = [e for e in proxy.call_store(lambda s: s.get_events(sid)) if e.kind.value == "tool_call"]
+        assert (call.tool_name, call.arguments, call.labels.get("free_text")) == ("shell", "rm -rf /", True)
+        assert call.labels.get("denied")
+    finally:
+        loop_thread.run(runner.cleanup())
