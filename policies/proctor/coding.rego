@@ -58,15 +58,18 @@ shell_command := cmd if {
 	coding_tool_spec("shell_tools") != null
 }
 
-# An argv list as the command it runs: ["bash", "-lc", "rm -rf /"] runs the
-# script "rm -rf /", judged as such; any other list joined by spaces.
-argv_command(argv) := argv[2] if {
-	count(argv) >= 3
-	is_string(argv[0])
-	is_string(argv[1])
-	is_string(argv[2])
-	regex.match(`^(?:[^ ]*/)?(?:ba|z|da|k)?sh$`, argv[0])
-	regex.match(`^-[a-z]*c[a-z]*$`, argv[1])
+# An argv list as the command it runs. A shell's -c script (["bash", "-lc",
+# "rm -rf /"], also behind env or sudo and after other options) is judged on
+# its own line, then the whole list joined by spaces: a rule matches either.
+argv_command(argv) := concat(" ; ", [script, joined]) if {
+	joined := concat(" ", [a | some a in argv; is_string(a)])
+	flags := [i | some i, a in argv; is_string(a); regex.match(`^-[a-z]*c[a-z]*$`, a)]
+	count(flags) > 0
+	i := flags[0] # the first -c: one script, however the list goes on
+	shells := [j | some j, a in argv; j < i; is_string(a); regex.match(`^(?:[^ ]*/)?(?:ba|z|da|k)?sh$`, a)]
+	count(shells) > 0
+	script := argv[i + 1]
+	is_string(script)
 } else := concat(" ", [a | some a in argv; is_string(a)])
 
 file_path(kind) := p if {

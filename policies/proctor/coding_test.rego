@@ -158,6 +158,9 @@ test_blocks_codex_shell_argv_removing_the_root_or_home if {
 	"coding.delete_outside_workspace" in rules(shipped(act("shell", {"command": ["bash", "-lc", "rm -rf /"]})))
 	"coding.delete_outside_workspace" in rules(shipped(act("shell", {"command": ["/bin/zsh", "-c", "rm -rf ~"]})))
 	"coding.delete_outside_workspace" in rules(shipped(act("shell", {"command": ["rm", "-rf", "/"]})))
+	"coding.delete_outside_workspace" in rules(shipped(act("shell", {"command": ["bash", "-l", "-c", "rm -rf /"]})))
+	"coding.delete_outside_workspace" in rules(shipped(act("shell", {"command": ["env", "bash", "-lc", "rm -rf /"]})))
+	"coding.delete_outside_workspace" in rules(shipped(act("shell", {"command": ["sudo", "bash", "--login", "-c", "rm -rf /"]})))
 }
 
 test_blocks_a_file_tool_with_string_arguments_as_unreadable_not_an_engine_error if {
