@@ -36,14 +36,14 @@ labels["untrusted_source"] := {"tool": first.tool, "seq": first.seq, "what": unt
 	first := new_untrusted[0]
 }
 
-# A call that brought more events than the input holds (input.new_omitted):
-# what it left out may be untrusted, and the rules fail closed on it (with
-# flow_overflow, values.rego) from a source named for what happened.
-labels["untrusted_source"] := {"tool": "the events left out of the policy input", "seq": -1, "what": "content no policy read (the call brought more than policy_new_limit events)"} if {
+# A call that brought more events than the input holds (input.new_omitted),
+# among them results of an untrusted tool: the rules fail closed on what those
+# said (with flow_overflow, values.rego), from a source named for what happened.
+labels["untrusted_source"] := {"tool": "the events left out of the policy input", "seq": -1, "what": "untrusted content no policy read (the call brought more than policy_new_limit events)"} if {
 	input.stage == "request"
 	not input.session.labels.untrusted_source
 	count(new_untrusted) == 0
-	object.get(input, "new_omitted", 0) > 0
+	omitted_untrusted
 }
 
 untrusted_source := src if {

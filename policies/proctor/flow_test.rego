@@ -237,7 +237,15 @@ test_allows_recommendation_rule_off if {
 
 too_big := {
 	"stage": "request", "session": {"labels": {}, "counters": {}}, "new_omitted": 1000,
+	"new_omitted_tools": ["fetch_url", "read_file"],
 	"new": [{"seq": 0, "kind": "user", "text": "summarise my files"}, {"seq": 1001, "kind": "tool_result", "tool_name": "read_file", "text": "notes"}],
+}
+
+test_allows_external_email_after_a_big_call_that_left_out_only_trusted_results if {
+	labels := decide(object.union(too_big, {"new_omitted_tools": ["read_file"]})).labels
+	not labels.flow_overflow
+	d := decide(email("eve@evil.example", labels))
+	d.allow
 }
 
 test_blocks_external_email_after_a_call_too_big_to_read if {

@@ -343,6 +343,17 @@ overflowing if count(untrusted_names) + count(new_untrusted_names) > max_names
 
 overflowing if count(untrusted_sources) + count(new_untrusted) > max_sources
 
-# The call brought more events than the input holds (policy_new_limit): what the
-# left-out ones said is unknown, so, as with a full list, fail closed.
-overflowing if object.get(input, "new_omitted", 0) > 0
+# The call brought more events than the input holds (policy_new_limit) and some
+# of those left out are results of an untrusted tool (or of a tool with no name):
+# what they said is unknown, so, as with a full list, fail closed.
+overflowing if omitted_untrusted
+
+omitted_untrusted if {
+	object.get(input, "new_omitted", 0) > 0
+	some tool in object.get(input, "new_omitted_tools", [""])
+	omitted_tool_untrusted(tool)
+}
+
+omitted_tool_untrusted(tool) if tool == ""
+
+omitted_tool_untrusted(tool) if untrusted_spec(tool)

@@ -142,8 +142,8 @@ test_labels_stay_within_their_caps if {
 	d.labels.flow_overflow == true
 }
 
-test_labels_overflow_when_the_call_brought_more_than_the_input_holds if {
-	d := decide(object.union(request([ev(0, "user", null, "mail bob@corp.example")], {}), {"new_omitted": 5000}))
+test_labels_overflow_when_the_call_left_out_untrusted_results if {
+	d := decide(object.union(request([ev(0, "user", null, "mail bob@corp.example")], {}), {"new_omitted": 5000, "new_omitted_tools": ["fetch_url"]}))
 	d.labels.flow_overflow == true
 }
 

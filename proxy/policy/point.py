@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from adapters.model import Call, TrajectoryEvent
+from adapters.model import Call, EventKind, TrajectoryEvent
 from proxy.ids import new_uuid
 from proxy.policy.bundle import PolicyError, bundled_library, fingerprint, load_bundle
 from proxy.policy.decision import Decision, DecisionShapeError, Finding, parse_decision
@@ -230,6 +230,7 @@ class PolicyPoint:
             "trajectory": trajectory,
             "new": new_docs,
             "new_omitted": len(new) - len(picked),
+            "new_omitted_tools": self._omitted_tools(new, picked),
             "action": event_doc(action, first_reply + len(reply)) if action is not None else None,
             "call": call_doc(call, client),
         }
@@ -244,6 +245,15 @@ class PolicyPoint:
             return range(n)
         head = cap // 4
         return [*range(head), *range(n - (cap - head), n)]
+
+    @staticmethod
+    def _omitted_tools(new: Sequence[TrajectoryEvent], picked: range | list[int]) -> list[str]:
+        """The tools whose results ``new`` leaves out, so that policies fail closed
+        only when one of them returns untrusted content."""
+        if len(picked) == len(new):
+            return []
+        kept = set(picked)
+        return sorted({ev.tool_name or "" for i, ev in enumerate(new) if i not in kept and ev.kind is EventKind.TOOL_RESULT})
 
     async def judge(
         self, stage: str, view: SessionView, session_id: str, call_id: str, new: Sequence[TrajectoryEvent],

@@ -85,6 +85,10 @@ class PolicyInput(_Doc):
         0, description="how many of this call's new events `new` leaves out: past policy_new_limit it holds the"
         " first quarter of the limit and the latest ones (a library that must see everything fails closed on > 0)"
     )
+    new_omitted_tools: list[str] = Field(
+        default_factory=list, description="the tools whose results are among the events `new` leaves out (\"\" for a"
+        " result with no tool name): a library fails closed when one of them returns untrusted content"
+    )
     action: EventDoc | None = Field(description="the pending tool call or final message (stage action)")
     call: CallDoc
 

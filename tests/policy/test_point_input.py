@@ -105,8 +105,8 @@ def test_past_new_limit_new_holds_the_start_and_the_end_and_says_how_many_it_lef
         doc = p.build_input(stage, v, "s", new, [], None, CALL, CLIENT)
         assert [e["text"] for e in doc["new"]] == ["r0", "r1", *[f"r{i}" for i in range(24, 30)]]
         assert [e["seq"] for e in doc["new"]][-1] == 29  # the events keep their real positions
-        assert doc["new_omitted"] == 22
+        assert doc["new_omitted"] == 22 and doc["new_omitted_tools"] == ["read"]
         assert [e["text"] for e in doc["trajectory"]] == ["r27", "r28", "r29"]
         PolicyInput.model_validate(doc)
     small = p.build_input("request", view(stored=0), "s", new[:8], [], None, CALL, CLIENT)
-    assert small["new_omitted"] == 0 and len(small["new"]) == 8
+    assert small["new_omitted"] == 0 and small["new_omitted_tools"] == [] and len(small["new"]) == 8
