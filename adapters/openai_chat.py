@@ -184,7 +184,7 @@ def _tool_call_event(call: dict[str, Any]) -> TrajectoryEvent:
     if call.get("type") == "custom":  # free-form input: kept as the raw string, and said to be text
         custom = call.get("custom")
         custom = custom if isinstance(custom, dict) else {}
-        name, arguments, labels = custom.get("name"), custom.get("input"), FREE_TEXT
+        name, arguments, labels = custom.get("name"), custom.get("input"), dict(FREE_TEXT)
     else:
         function = call.get("function")
         function = function if isinstance(function, dict) else {}

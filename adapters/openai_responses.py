@@ -187,7 +187,7 @@ def _call_event(item: dict[str, Any]) -> TrajectoryEvent:
         tool_name=str_or_none(item.get("name")),
         arguments=parse_arguments(item.get("arguments")) if function else item.get("input"),
         tool_call_id=str_or_none(item.get("call_id")),
-        labels={} if function else FREE_TEXT,
+        labels={} if function else dict(FREE_TEXT),
     )
 
 

@@ -22,8 +22,8 @@ _at = 0
 
 
 def _empty_pool() -> None:
-    global _pool, _at
-    _pool, _at = b"", 0
+    global _pool, _at, _lock
+    _pool, _at, _lock = b"", 0, threading.Lock()  # a lock held by another thread at fork would never be released
 
 
 os.register_at_fork(after_in_child=_empty_pool)
