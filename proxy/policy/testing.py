@@ -37,6 +37,8 @@ def run_tests(root: str | Path, pattern: str | None = None) -> list[TestResult]:
     """Run the tests of a policy directory, or of one ``*_test.rego`` file in it
     (compiled with the rest of its directory, whose modules it tests)."""
     only: str | None = None
+    if not Path(root).exists():
+        raise PolicyError(f"{root} does not exist: name a policy directory or a *_test.rego file in one")
     if Path(root).is_file():
         file = Path(root).resolve()
         root = _bundle_root(file)
