@@ -58,6 +58,13 @@ def error_response(adapter: Adapter | None, err: ProctorError, session_id: str |
     return web.Response(status=err.status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
 
+def body_too_slow(seconds: float) -> InvalidRequest:
+    err = InvalidRequest(f"the request body did not arrive within {seconds:g}s; send it at once, or raise "
+                         "client_body_timeout", code="request_timeout")
+    err.status = 408
+    return err
+
+
 def body_too_large(limit: int) -> InvalidRequest:
     err = InvalidRequest(
         f"the request body is larger than {limit} bytes; raise max_body_bytes or send less", code="body_too_large"
@@ -90,7 +97,7 @@ def decode_call(adapter: Adapter, raw: bytes) -> Call:
         raise InvalidRequest(e.message, code=e.code, param=e.param) from None
 
 
-async def _read_within(request: web.Request, seconds: float) -> bytes:
+async def read_within(request: web.Request, seconds: float) -> bytes:
     """The request body, or TimeoutError after ``seconds``. (asyncio.timeout arms a
     timer on this task; wait_for would wrap the read in a task of its own, a loop
     iteration more on every call.)"""
@@ -154,7 +161,7 @@ class ModelCall:
         proxy, request = self.proxy, self.request
         timed_out = False
         try:
-            raw: bytes | None = await _read_within(request, proxy.config.client_body_timeout)
+            raw: bytes | None = await read_within(request, proxy.config.client_body_timeout)
         except web.HTTPRequestEntityTooLarge:
             raw = None
         except ConnectionResetError:  # aiohttp's ClientConnectionResetError is one too
@@ -164,10 +171,7 @@ class ModelCall:
             raw, timed_out = b"", True  # answered below, once the session is known
         try:
             if timed_out:
-                err = InvalidRequest(f"the request body did not arrive within {proxy.config.client_body_timeout:g}s; "
-                                     "send it at once, or raise client_body_timeout", code="request_timeout")
-                err.status = 408
-                raise err
+                raise body_too_slow(proxy.config.client_body_timeout)
             if raw is None:
                 raise body_too_large(proxy.config.max_body_bytes)
             self.call = call = decode_call(self.adapter, raw)

@@ -11,13 +11,14 @@ wrong provider."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 
 import aiohttp
 from aiohttp import web
 
-from proxy.calls import error_response
+from proxy.calls import body_too_slow, error_response, read_within
 from proxy.context import PROXY
 from proxy.errors import ProctorError
 from proxy.ids import random_hex
@@ -40,11 +41,14 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     if res.resolved_by == "new":  # nothing names a session: the day's pass-through session, not one per call
         res = dataclasses.replace(res, session_id=f"passthrough-{time.strftime('%Y-%m-%d', time.gmtime())}",
                                   resolved_by="passthrough")
-    body = await request.read() if request.body_exists else None
     status, error = 0, None
     resp: web.StreamResponse | None = None
     api = upstream_api(request)
     try:
+        try:
+            body = await read_within(request, proxy.config.client_body_timeout) if request.body_exists else None
+        except asyncio.TimeoutError:
+            raise body_too_slow(proxy.config.client_body_timeout) from None
         up = await proxy.upstream.send(
             request.method,
             proxy.upstream.target(api, request.path, request.query_string),

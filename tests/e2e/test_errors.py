@@ -384,6 +384,14 @@ def test_a_body_sent_too_slowly_gets_a_408_and_the_server_serves_on(make_proxy: 
     error = orjson.loads(rest.partition(b"\r\n\r\n")[2])["error"]
     assert error["code"] == "request_timeout" and "client_body_timeout" in error["message"]
     assert post(proxy.url + "/chat/completions", CHAT_OK).status_code == 200
+    # the same for a pass-through endpoint, and the call is recorded
+    conn = _raw_request(proxy, b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"X-Proctor-Session: slow-embed\r\nContent-Length: 500\r\n\r\n{\"input\": ")
+    with conn:
+        head = conn.recv(65536)
+    assert b" 408 " in head.partition(b"\r\n")[0]
+    (call,) = calls_of(proxy, "slow-embed")
+    assert call.status == 408 and "client_body_timeout" in (call.error or "")
 
 
 def test_a_client_gone_before_the_stream_starts_is_recorded(make_proxy: Any, loop_thread: Any) -> None:
