@@ -42,6 +42,7 @@ _ROLES = ("user", "assistant", "system")
 _KINDS = {"user": EventKind.USER, "assistant": EventKind.ASSISTANT, "system": EventKind.SYSTEM}
 _SKIPPED = frozenset({"thinking", "redacted_thinking"})
 _NOT_PARAMS = frozenset({"model", "messages", "system", "tools", "stream"})
+_ANTHROPIC_TYPES = {"policy_denied": "permission_error", "server_error": "api_error", "upstream_error": "api_error"}
 _BLOCK_SHAPE = 'a content block such as {"type": "text", "text": "..."}'
 
 
@@ -106,7 +107,8 @@ class MessagesAdapter:
         return MessagesStreamDecoder()
 
     def error_body(self, message: str, *, type: str, code: str, param: str | None = None) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": type, "message": message, "code": code}
+        # Anthropic's own error types; Proctor's stable code stays in `code`.
+        error: dict[str, Any] = {"type": _ANTHROPIC_TYPES.get(type, type), "message": message, "code": code}
         if param is not None:
             error["param"] = param
         return {"type": "error", "error": error}

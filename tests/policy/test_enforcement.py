@@ -189,6 +189,15 @@ def test_terminate_ends_the_session(make_proxy: Any, upstream: Any, tmp_path: Pa
     with client(proxy) as c, pytest.raises(openai.PermissionDeniedError) as exc:
         c.chat.completions.create(model="m", messages=messages, tools=TOOLS, extra_headers={"X-Proctor-Session": "doomed"})
     assert exc.value.code == "policy_denied" and "terminated" in str(exc.value)
+    # on /v1/messages, in Anthropic's shape and with one of its error types
+    import anthropic
+
+    claude = anthropic.Anthropic(base_url=proxy.base, api_key="sk-x", max_retries=0,
+                                 default_headers={"X-Proctor-Session": "doomed"})
+    with pytest.raises(anthropic.PermissionDeniedError) as aexc:
+        claude.messages.create(model="c", max_tokens=10, messages=[{"role": "user", "content": "more"}])
+    assert aexc.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+    assert aexc.value.body["error"]["code"] == "policy_denied"  # type: ignore[index]
 
 
 REQUEST_POLICY = """package proctor
