@@ -151,6 +151,9 @@ class ModelCall:
         self.visible: Reply | None = None
         self.sent: list[bytes] = []  # a stream's bytes as written, decoded only if rewritten
         self.rewritten = False
+        # A request refused at the request stage: its events are recorded, but not as
+        # history a later call extends, so sending it again is judged again.
+        self.withheld = False
 
     @property
     def session_id(self) -> str:
@@ -334,6 +337,7 @@ class ModelCall:
         text = refusal_text(None, findings)
         self.outcome.status = 403
         self.outcome.error = text
+        self.withheld = True
         if self.proxy.config.deny_response == "message":
             self.outcome.status = 200
             headers = {"X-Proctor-Session": self.session_id}
@@ -358,7 +362,7 @@ class ModelCall:
         reply_events = enf.finish(outcome.reply.events) if enf is not None else list(outcome.reply.events)
         decision_events = enf.decision_events() if enf is not None else []
         events = [*res.append, *reply_events, *decision_events, *outcome.extra_events]
-        nodes = list(res.nodes)
+        nodes = [] if self.withheld else list(res.nodes)
         visible = list(self.visible.events) if self.visible is not None else reply_events
         reply_nodes = history.chain(visible, start=res.tail) if visible else []
         parent = res.tail
@@ -378,7 +382,7 @@ class ModelCall:
             NewCall(
                 call=record, events=events, nodes=nodes, response_id=outcome.reply.response_id,
                 response_node=reply_nodes[-1] if reply_nodes else None, parent_session_id=res.parent_session_id,
-                request_node=res.tail or None,
+                request_node=None if self.withheld else res.tail or None,
                 reply_hashes=list(dict.fromkeys(ev.hash for ev in (*reply_events, *visible))),
                 spawn_hashes=spawn_hashes(reply_events),
                 labels=enf.labels if enf is not None else {}, terminate=enf.terminate if enf is not None else False,

@@ -221,6 +221,30 @@ def test_request_stage_deny_is_a_403_policy_denied(make_proxy: Any, upstream: An
     assert len(upstream.received) == before  # nothing went upstream
 
 
+@pytest.mark.parametrize("deny_response", ["error", "message"])
+@pytest.mark.parametrize("header", [True, False], ids=["session header", "no header"])
+def test_a_refused_request_sent_again_is_judged_again(make_proxy: Any, upstream: Any, tmp_path: Path,
+                                                       deny_response: str, header: bool) -> None:
+    """Its events are recorded, but not as history the next call extends: with a
+    session header the same request came back as already seen and went upstream."""
+    upstream.answer(injected_agent)
+    proxy = make_proxy(policies=str(write_policy(tmp_path / "p", REQUEST_POLICY)), deny_response=deny_response)
+    headers = {"X-Proctor-Session": "again"} if header else {}
+    before = len(upstream.received)
+    with client(proxy) as c:
+        for _ in range(3):
+            kwargs: Any = {"model": "m", "messages": [{"role": "user", "content": "my password is hunter2"}], "extra_headers": headers}
+            if deny_response == "error":
+                with pytest.raises(openai.PermissionDeniedError):
+                    c.chat.completions.create(**kwargs)
+            else:
+                assert "input.no_secrets" in (c.chat.completions.create(**kwargs).choices[0].message.content or "")
+    assert len(upstream.received) == before  # nothing of it ever went upstream
+    if header:
+        events = proxy.call_store(lambda s: s.get_events("again"))
+        assert [e.text for e in events if e.kind.value == "user"] == ["my password is hunter2"] * 3  # each attempt recorded
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_request_stage_deny_as_assistant_message(make_proxy: Any, upstream: Any, tmp_path: Path, stream: bool) -> None:
     upstream.answer(injected_agent)
