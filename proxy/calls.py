@@ -7,6 +7,7 @@ input, a cut stream) ends in exactly one ``record_call``."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import Mapping
@@ -361,7 +362,9 @@ class ModelCall:
         assert res is not None
         reply_events = enf.finish(outcome.reply.events) if enf is not None else list(outcome.reply.events)
         decision_events = enf.decision_events() if enf is not None else []
-        events = [*res.append, *reply_events, *decision_events, *outcome.extra_events]
+        appended = [dataclasses.replace(ev, labels={**ev.labels, "withheld": True}) for ev in res.append] if self.withheld \
+            else res.append
+        events = [*appended, *reply_events, *decision_events, *outcome.extra_events]
         nodes = [] if self.withheld else list(res.nodes)
         visible = list(self.visible.events) if self.visible is not None else reply_events
         reply_nodes = history.chain(visible, start=res.tail) if visible else []

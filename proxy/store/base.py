@@ -111,7 +111,8 @@ class SessionStore(Protocol):
         first. With ``session_id``: that session if it got it, else none."""
 
     async def known_hashes(self, session_id: str, hashes: Sequence[str]) -> set[str]:
-        """Which of ``hashes`` the session's trajectory already holds."""
+        """Which of ``hashes`` the session's trajectory already holds (events a
+        request-stage refusal withheld, labelled ``withheld``, are not held)."""
 
     async def known_tool_calls(self, session_id: str, ids: Sequence[str]) -> dict[str, str | None]:
         """Which of these tool-call ids the session's trajectory holds as tool calls,

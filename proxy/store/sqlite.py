@@ -283,8 +283,9 @@ class SqliteStore:
             for i in range(0, len(unique), 500):
                 part = unique[i:i + 500]
                 marks = ",".join("?" * len(part))
-                rows = conn.execute(
-                    f"SELECT DISTINCT hash FROM events WHERE session_id = ? AND hash IN ({marks})", [session_id, *part]
+                rows = conn.execute(  # content a request-stage refusal withheld is not held: it is judged when it comes back
+                    f"SELECT DISTINCT hash FROM events WHERE session_id = ? AND hash IN ({marks})"
+                    " AND (labels IS NULL OR CAST(labels AS TEXT) NOT LIKE '%\"withheld\"%')", [session_id, *part]
                 )
                 found.update(r[0] for r in rows)
             return found

@@ -76,6 +76,15 @@ async def test_events_round_trip_all_fields(store: SessionStore) -> None:
     assert got.hash == ev.hash
 
 
+async def test_known_hashes_leave_out_withheld_events(store: SessionStore) -> None:
+    """Content a request-stage refusal withheld is recorded, but not held: it is
+    judged again whenever it comes back."""
+    kept, withheld = _events("an ordinary turn", "content a rule refused")
+    withheld = TrajectoryEvent(kind=withheld.kind, text=withheld.text, labels={"withheld": True})
+    await store.record_call(_new("s-withheld", [kept, withheld]))
+    assert await store.known_hashes("s-withheld", [kept.hash, withheld.hash]) == {kept.hash}
+
+
 async def test_match_history_finds_longest_prefix_within_session(store: SessionStore) -> None:
     evs = _events(*[f"m{i}" for i in range(40)])
     await store.record_call(_new("s3", evs[:30]))

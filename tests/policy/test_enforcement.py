@@ -242,7 +242,9 @@ def test_a_refused_request_sent_again_is_judged_again(make_proxy: Any, upstream:
     assert len(upstream.received) == before  # nothing of it ever went upstream
     if header:
         events = proxy.call_store(lambda s: s.get_events("again"))
-        assert [e.text for e in events if e.kind.value == "user"] == ["my password is hunter2"] * 3  # each attempt recorded
+        users = [e for e in events if e.kind.value == "user"]
+        assert [e.text for e in users] == ["my password is hunter2"] * 3  # each attempt recorded
+        assert all(e.labels.get("withheld") for e in users)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
