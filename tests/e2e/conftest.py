@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-import proxy.scripted_model as scripted
+import proxy.scripted_wire as scripted
 
 
 class DeterministicIds:
