@@ -8,6 +8,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +46,19 @@ async def start_app(app: web.Application, **kw: Any) -> tuple[web.AppRunner, str
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+@contextmanager
+def chat_upstream(loop: LoopThread, handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]) -> Iterator[str]:
+    """A hand-written upstream whose ``POST /v1/chat/completions`` is ``handler``
+    (for replies the scripted model does not make); yields its ``/v1`` URL."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner, base = loop.run(start_app(app))
+    try:
+        yield base + "/v1"
+    finally:
+        loop.run(runner.cleanup())
 
 
 class Upstream:

@@ -215,23 +215,34 @@ async def test_the_log_is_checkpointed_in_the_background(tmp_path: Path) -> None
         await store.close()
 
 
+async def _written_by_schema(path: Path, version: int, call: NewCall, downgrade: list[str]) -> None:
+    """A store file as schema ``version`` left it: ``call`` recorded by today's code,
+    then the schema taken back by the ``downgrade`` statements."""
+    import sqlite3
+
+    store = SqliteStore(path)
+    await store.open()
+    await store.record_call(call)
+    await store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in downgrade:
+        conn.execute(statement)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.close()
+
+
 async def test_a_v3_store_gets_the_partial_tool_call_indexes(tmp_path: Path) -> None:
     """Schema 4 indexes tool-call ids of tool calls only; a store written by schema 3
     (full indexes) migrates, and the lookups that need them still use an index."""
     import sqlite3
 
     path = tmp_path / "v3.db"
-    first = SqliteStore(path)
-    await first.open()
-    await first.record_call(_new("s3", _events("before the upgrade")))
-    await first.close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP INDEX events_tool_calls")
-    conn.execute("DROP INDEX events_session_tool_calls")
-    conn.execute('CREATE INDEX idx_events_tool_call_id ON events ("tool_call_id")')
-    conn.execute('CREATE INDEX idx_events_session_id_tool_call_id ON events ("session_id", "tool_call_id")')
-    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    conn.close()
+    await _written_by_schema(path, 3, _new("s3", _events("before the upgrade")), [
+        "DROP INDEX events_tool_calls",
+        "DROP INDEX events_session_tool_calls",
+        'CREATE INDEX idx_events_tool_call_id ON events ("tool_call_id")',
+        'CREATE INDEX idx_events_session_id_tool_call_id ON events ("session_id", "tool_call_id")',
+    ])
 
     store = SqliteStore(path)
     await store.open()
@@ -264,17 +275,12 @@ async def test_a_v4_store_gets_the_node_end_indexes(tmp_path: Path) -> None:
     import sqlite3
 
     path = tmp_path / "v4.db"
-    first = SqliteStore(path)
-    await first.open()
-    await first.record_call(_new("old", _events("before the upgrade"), reply_end=True))
-    await first.close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP INDEX nodes_reply_ends")
-    conn.execute("DROP INDEX nodes_request_ends")
-    conn.execute("ALTER TABLE nodes DROP COLUMN request_end")
-    conn.execute('CREATE INDEX idx_nodes_id_time ON nodes ("id", "time")')
-    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    conn.close()
+    await _written_by_schema(path, 4, _new("old", _events("before the upgrade"), reply_end=True), [
+        "DROP INDEX nodes_reply_ends",
+        "DROP INDEX nodes_request_ends",
+        "ALTER TABLE nodes DROP COLUMN request_end",
+        'CREATE INDEX idx_nodes_id_time ON nodes ("id", "time")',
+    ])
 
     store = SqliteStore(path)
     await store.open()

@@ -398,7 +398,7 @@ def test_a_client_gone_before_the_stream_starts_is_recorded(make_proxy: Any, loo
     """The upstream is slow to its first byte; the client hangs up meanwhile."""
     from aiohttp import web
 
-    from tests.conftest import start_app
+    from tests.conftest import chat_upstream
 
     started: list[float] = []
 
@@ -411,11 +411,8 @@ def test_a_client_gone_before_the_stream_starts_is_recorded(make_proxy: Any, loo
                          b'"delta":{"content":"late"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", slow)
-    runner, base = loop_thread.run(start_app(app))
-    try:
-        proxy = make_proxy(upstream=base + "/v1")
+    with chat_upstream(loop_thread, slow) as url:
+        proxy = make_proxy(upstream=url)
         body = orjson.dumps({**CHAT_OK, "stream": True})
         conn = _raw_request(proxy, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                                    b"X-Proctor-Session: gone-early\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -429,5 +426,3 @@ def test_a_client_gone_before_the_stream_starts_is_recorded(make_proxy: Any, loo
         assert "disconnected before the response started" in (call.error or "")
         assert [e.kind.value for e in events_of(proxy, "gone-early")] == ["user"]
         assert httpx.get(proxy.base + "/healthz").status_code == 200
-    finally:
-        loop_thread.run(runner.cleanup())

@@ -442,7 +442,7 @@ def test_stream_that_ends_inside_a_tool_call_never_releases_it(make_proxy: Any, 
     the unjudged call must not reach the client."""
     from aiohttp import web
 
-    from tests.conftest import start_app
+    from tests.conftest import chat_upstream
 
     chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {
         "role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
@@ -455,17 +455,12 @@ def test_stream_that_ends_inside_a_tool_call_never_releases_it(make_proxy: Any, 
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", truncated)
-    runner, base = loop_thread.run(start_app(app))
-    try:
-        proxy = make_proxy(upstream=base + "/v1")
+    with chat_upstream(loop_thread, truncated) as url:
+        proxy = make_proxy(upstream=url)
         with client(proxy) as c, pytest.raises(openai.APIConnectionError):
             with c.chat.completions.stream(model="m", messages=[{"role": "user", "content": "hi"}], tools=TOOLS) as s:
                 for event in s:
                     assert "send_email" not in str(event)
-    finally:
-        loop_thread.run(runner.cleanup())
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -552,7 +547,7 @@ def test_a_reply_only_lenient_json_reads_is_still_judged(make_proxy: Any, loop_t
     reads them, so the tool call inside must be judged, not waved through."""
     from aiohttp import web
 
-    from tests.conftest import start_app
+    from tests.conftest import chat_upstream
 
     message = {"role": "assistant", "content": None, "tool_calls": [RM_CALL]}
     body = ('\ufeff{"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0, '
@@ -574,11 +569,8 @@ def test_a_reply_only_lenient_json_reads_is_still_judged(make_proxy: Any, loop_t
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", lenient)
-    runner, base = loop_thread.run(start_app(app))
-    try:
-        proxy = make_proxy(upstream=base + "/v1")
+    with chat_upstream(loop_thread, lenient) as url:
+        proxy = make_proxy(upstream=url)
         with client(proxy) as c:
             kw: Any = {"model": "m", "messages": [{"role": "user", "content": "clean up"}], "tools": TOOLS}
             if stream:
@@ -590,23 +582,18 @@ def test_a_reply_only_lenient_json_reads_is_still_judged(make_proxy: Any, loop_t
                 final = c.chat.completions.create(**kw)
         assert not final.choices[0].message.tool_calls
         assert "coding.delete_outside_workspace" in (final.choices[0].message.content or "")
-    finally:
-        loop_thread.run(runner.cleanup())
 
 
 def test_a_200_reply_that_is_not_json_is_not_forwarded(make_proxy: Any, loop_thread: Any) -> None:
     from aiohttp import web
 
-    from tests.conftest import start_app
+    from tests.conftest import chat_upstream
 
     async def garbage(request: web.Request) -> web.Response:
         return web.Response(body=b'<html>{"tool_calls": ...', content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", garbage)
-    runner, base = loop_thread.run(start_app(app))
-    try:
-        proxy = make_proxy(upstream=base + "/v1")
+    with chat_upstream(loop_thread, garbage) as url:
+        proxy = make_proxy(upstream=url)
         with client(proxy) as c:
             raw = c.chat.completions.with_raw_response
             with pytest.raises(openai.APIStatusError) as exc:
@@ -615,8 +602,6 @@ def test_a_200_reply_that_is_not_json_is_not_forwarded(make_proxy: Any, loop_thr
         sid = exc.value.response.headers["x-proctor-session"]
         (call,) = proxy.call_store(lambda s: s.get_calls(sid))
         assert call.status == 502 and "not a JSON object" in (call.error or "")
-    finally:
-        loop_thread.run(runner.cleanup())
 
 
 def test_lone_surrogate_escapes_in_history_and_reply_are_carried_not_a_500(make_proxy: Any, loop_thread: Any) -> None:
@@ -624,7 +609,7 @@ def test_lone_surrogate_escapes_in_history_and_reply_are_carried_not_a_500(make_
     not an internal error on every later call that re-sends that history."""
     from aiohttp import web
 
-    from tests.conftest import start_app
+    from tests.conftest import chat_upstream
 
     reply = ('{"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0, '
              '"message": {"role": "assistant", "content": "half an emoji \\ud83d"}, "finish_reason": "stop"}]}')
@@ -632,11 +617,8 @@ def test_lone_surrogate_escapes_in_history_and_reply_are_carried_not_a_500(make_
     async def answer(request: web.Request) -> web.Response:
         return web.Response(body=reply.encode(), content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    runner, base = loop_thread.run(start_app(app))
-    try:
-        proxy = make_proxy(upstream=base + "/v1")
+    with chat_upstream(loop_thread, answer) as url:
+        proxy = make_proxy(upstream=url)
         history = [
             {"role": "user", "content": "list it"},
             {"role": "assistant", "content": None, "tool_calls": [
@@ -661,8 +643,6 @@ def test_lone_surrogate_escapes_in_history_and_reply_are_carried_not_a_500(make_
                            headers={"Content-Type": "application/json", "Authorization": "Bearer sk-x"}, timeout=10)
         assert again.status_code == 200 and again.headers["x-proctor-session"] == sid
         assert [c.resolved_by for c in proxy.call_store(lambda s: s.get_calls(sid))] == ["new", "history"]
-    finally:
-        loop_thread.run(runner.cleanup())
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -672,7 +652,7 @@ def test_a_custom_tools_free_text_call_is_judged(make_proxy: Any, loop_thread: A
     judged as nameless and empty and went through."""
     from aiohttp import web
 
-    from tests.conftest import start_app
+    from tests.conftest import chat_upstream
 
     custom = {"index": 0, "id": "call_c", "type": "custom", "custom": {"name": "shell", "input": "rm -rf"}}
     more = {"index": 0, "custom": {"input": " /"}}
@@ -692,11 +672,8 @@ def test_a_custom_tools_free_text_call_is_judged(make_proxy: Any, loop_thread: A
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    runner, base = loop_thread.run(start_app(app))
-    try:
-        proxy = make_proxy(upstream=base + "/v1")
+    with chat_upstream(loop_thread, answer) as url:
+        proxy = make_proxy(upstream=url)
         tools: Any = [{"type": "custom", "custom": {"name": "shell", "description": "run a command"}}]
         with client(proxy) as c:
             kw: Any = {"model": "m", "messages": [{"role": "user", "content": "clean up"}], "tools": tools}
@@ -715,5 +692,3 @@ def test_a_custom_tools_free_text_call_is_judged(make_proxy: Any, loop_thread: A
         (call,) = [e for e in proxy.call_store(lambda s: s.get_events(sid)) if e.kind.value == "tool_call"]
         assert (call.tool_name, call.arguments, call.labels.get("free_text")) == ("shell", "rm -rf /", True)
         assert call.labels.get("denied")
-    finally:
-        loop_thread.run(runner.cleanup())
