@@ -16,6 +16,7 @@ from adapters.common import (
     MessageEvents,
     ToolCallQueue,
     bad_role,
+    continued,
     load_event,
     load_request,
     load_response,
@@ -34,7 +35,7 @@ from adapters.common import (
     usage_of,
 )
 from adapters.memo import MessageMemo, decode_with
-from adapters.model import Call, EventKind, Reply, ToolSpec, TrajectoryEvent, Usage
+from adapters.model import Call, EventKind, Listed, Reply, ToolSpec, TrajectoryEvent, Usage
 from adapters.sse import SSEParser
 
 _MEMO = MessageMemo()  # request items this process has decoded, by their bytes (adapters/memo.py)
@@ -50,8 +51,11 @@ class MessagesAdapter:
     """The Anthropic Messages adapter; stateless, one instance serves every call."""
 
     api = "messages"
+    history_field = "messages"  # the list an agent re-sends with each call (adapters/resend.py)
 
-    def decode_request(self, body: Any) -> Call:
+    def decode_request(self, body: Any, prior: Call | None = None) -> Call:
+        """``prior``: an earlier call whose messages this body's ``messages`` continue
+        (the body then holds only the messages after them; adapters/resend.py)."""
         body = load_request(body)
         model = need_model(body)
         max_tokens = body.get("max_tokens")
@@ -66,8 +70,10 @@ class MessagesAdapter:
             text = "".join(_text_parts(system, "system", strict=True))
             if text:
                 history.append(TrajectoryEvent(kind=EventKind.SYSTEM, text=text, role="system"))
-        names: dict[str, str] = {}  # tool_use id -> tool name, to name the results that follow
-        for i, message in enumerate(messages):
+        head = len(history)
+        listed, names, start = continued(prior, "messages")  # names: tool_use id -> tool name, for the results that follow
+        history += listed
+        for i, message in enumerate(messages, start):
             path = f"messages[{i}]"
             message = need_object(message, path, 'a message object such as {"role": "user", "content": "..."}')
             role = message.get("role")
@@ -86,6 +92,7 @@ class MessagesAdapter:
             tools=_tools(body),
             params={k: v for k, v in body.items() if k not in _NOT_PARAMS},
             metadata=session_metadata(body),
+            listed=Listed("messages", head, start + len(messages), names),
         )
 
     def decode_response(self, body: Any) -> Reply:

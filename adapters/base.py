@@ -30,9 +30,12 @@ class StreamDecoder(Protocol):
 
 class Adapter(Protocol):
     api: str  # "chat", "responses", "messages"
+    history_field: str  # the body's history list: "messages" or "input"
 
-    def decode_request(self, body: Any) -> Call:
-        """Raise :class:`BadRequest` when the body is not a valid request of this API."""
+    def decode_request(self, body: Any, prior: Call | None = None) -> Call:
+        """Raise :class:`BadRequest` when the body is not a valid request of this API.
+        With ``prior``, the body's history list holds only the elements after
+        ``prior``'s (adapters/resend.py), which decode as if they followed them."""
 
     def decode_response(self, body: Any) -> Reply: ...
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from adapters.base import BadRequest
-from adapters.model import EventKind, TrajectoryEvent, Usage
+from adapters.model import Call, EventKind, TrajectoryEvent, Usage
 
 # Part types that mean the same thing across APIs get the same placeholder.
 _PLACEHOLDERS = {
@@ -202,6 +202,18 @@ def type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def continued(prior: Call | None, field: str) -> tuple[list[TrajectoryEvent], dict[str, str], int]:
+    """Where decoding a history list starts: after the elements of ``prior``'s list
+    (the events they decoded to, the tool names they define, how many they are),
+    or, without a prior call, at the beginning."""
+    if prior is None or prior.listed is None:
+        return [], {}, 0
+    listed = prior.listed
+    if listed.field != field:
+        raise ValueError(f"a prior call's {listed.field} cannot continue a request's {field}")
+    return list(prior.history[listed.head:]), dict(listed.names), listed.count
 
 
 def session_metadata(body: dict[str, Any]) -> dict[str, Any]:

@@ -106,6 +106,18 @@ class ToolSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Listed:
+    """How a request's history list (Chat's and Messages' ``messages``, Responses'
+    ``input``) decoded: what a later request that re-sends the same list, byte for
+    byte, needs to decode only the elements it adds (adapters/resend.py)."""
+
+    field: str  # the body field holding the list
+    head: int  # history events that come before the list's (a system prompt, instructions)
+    count: int  # the list's elements
+    names: dict[str, str]  # tool names by call id, as decoding the list left them (never mutated)
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """A model call as the adapter understood it: what was asked, over which API."""
 
@@ -119,6 +131,10 @@ class Call:
     conversation: str | None = None  # Responses API
     store: bool | None = None  # Responses API `store`
     metadata: dict[str, Any] = field(default_factory=dict)  # body fields usable as session keys
+    listed: Listed | None = None  # how the history list decoded (None: the request has none)
+    # History-tree node ids of history[:len(nodes)] (proxy/history.py), when the
+    # decoder knew them: a re-sent history's are not computed again.
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from adapters.common import (
     MessageEvents,
     ToolCallQueue,
     bad_role,
+    continued,
     load_event,
     load_request,
     load_response,
@@ -33,7 +34,7 @@ from adapters.common import (
     usage_of,
 )
 from adapters.memo import MessageMemo, decode_with
-from adapters.model import Call, EventKind, Reply, ToolSpec, TrajectoryEvent, Usage
+from adapters.model import Call, EventKind, Listed, Reply, ToolSpec, TrajectoryEvent, Usage
 from adapters.sse import SSEParser
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -47,14 +48,16 @@ class ChatAdapter:
     """The Chat Completions adapter; stateless, one instance serves every call."""
 
     api = "chat"
+    history_field = "messages"  # the list an agent re-sends with each call (adapters/resend.py)
 
-    def decode_request(self, body: Any) -> Call:
+    def decode_request(self, body: Any, prior: Call | None = None) -> Call:
+        """``prior``: an earlier call whose messages this body's ``messages`` continue
+        (the body then holds only the messages after them; adapters/resend.py)."""
         body = load_request(body)
         model = need_model(body)
         messages = need_list(body, "messages", 'message objects such as {"role": "user", "content": "..."}')
-        history: list[TrajectoryEvent] = []
-        names: dict[str, str] = {}  # tool_call_id -> tool name, to name the results that follow
-        for i, message in enumerate(messages):
+        history, names, start = continued(prior, "messages")
+        for i, message in enumerate(messages, start):
             history += decode_with(
                 _MEMO, message, _inherited_name(message, names), names,
                 lambda: _request_message(message, f"messages[{i}]", names),  # noqa: B023 - called at once
@@ -67,6 +70,7 @@ class ChatAdapter:
             tools=_tools(body),
             params={k: v for k, v in body.items() if k not in _NOT_PARAMS},
             metadata=session_metadata(body),
+            listed=Listed("messages", 0, start + len(messages), names),
         )
 
     def decode_response(self, body: Any) -> Reply:

@@ -16,6 +16,7 @@ from adapters.common import (
     FREE_TEXT,
     ToolCallQueue,
     bad_role,
+    continued,
     load_event,
     load_request,
     load_response,
@@ -31,7 +32,7 @@ from adapters.common import (
     usage_of,
 )
 from adapters.memo import MessageMemo, decode_with
-from adapters.model import Call, EventKind, Reply, ToolSpec, TrajectoryEvent
+from adapters.model import Call, EventKind, Listed, Reply, ToolSpec, TrajectoryEvent
 from adapters.sse import SSEParser
 
 _MEMO = MessageMemo()  # request items this process has decoded, by their bytes (adapters/memo.py)
@@ -54,8 +55,11 @@ class ResponsesAdapter:
     """The Responses adapter; stateless, one instance serves every call."""
 
     api = "responses"
+    history_field = "input"  # the list an agent re-sends with each call (adapters/resend.py)
 
-    def decode_request(self, body: Any) -> Call:
+    def decode_request(self, body: Any, prior: Call | None = None) -> Call:
+        """``prior``: an earlier call whose input items this body's ``input`` continues
+        (the body then holds only the items after them; adapters/resend.py)."""
         body = load_request(body)
         model = need_model(body)
         history: list[TrajectoryEvent] = []
@@ -65,13 +69,17 @@ class ResponsesAdapter:
         if instructions:
             history.append(TrajectoryEvent(kind=EventKind.SYSTEM, text=instructions, role="system"))
         items = body.get("input")
+        listed = None
         if isinstance(items, str):
             history.append(TrajectoryEvent(kind=EventKind.USER, text=items, role="user"))
         elif isinstance(items, list):
-            names: dict[str, str] = {}  # call_id -> tool name, to name the outputs that follow
-            for i, item in enumerate(items):
+            head = len(history)
+            earlier, names, start = continued(prior, "input")  # names: call_id -> tool name, for the outputs that follow
+            history += earlier
+            for i, item in enumerate(items, start):
                 history += decode_with(_MEMO, item, _inherited_name(item, names), names,
                                        lambda: _input_item(item, f"input[{i}]", names))  # noqa: B023 - called at once
+            listed = Listed("input", head, start + len(items), names)
         elif items is not None or "prompt" not in body:  # a stored prompt may stand in for input
             code = "missing_field" if items is None else "invalid_type"
             raise BadRequest("'input' must be a string or an array of input items.", code, "input")
@@ -86,6 +94,7 @@ class ResponsesAdapter:
             conversation=_conversation(body.get("conversation")),
             store=_store(body.get("store")),
             metadata=session_metadata(body),
+            listed=listed,
         )
 
     def decode_response(self, body: Any) -> Reply:

@@ -22,6 +22,7 @@ from adapters.base import Adapter, BadRequest
 from adapters.common import NotJson, loads_reply
 from adapters.edits import ActionEdit, Enforcer, TextEdit
 from adapters.model import Call, EventKind, Reply, TrajectoryEvent
+from adapters.resend import ResendCache
 from proxy import history
 from proxy.config import ProxyConfig
 from proxy.context import PROXY, Proxy
@@ -80,9 +81,22 @@ def _response_headers(upstream: aiohttp.ClientResponse, session_id: str) -> dict
     return headers
 
 
+_RESENT = ResendCache()  # recent request bodies, for the next call that re-sends their history
+
+
 def decode_call(adapter: Adapter, raw: bytes) -> Call:
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
+    hit = _RESENT.find(raw, adapter.api, adapter.history_field)
+    if hit is not None:
+        try:
+            call = adapter.decode_request(hit.body, prior=hit.prior)
+        except BadRequest:
+            pass  # decoded whole below, so the error is exactly the one the whole body gets
+        else:
+            call = dataclasses.replace(call, nodes=history.nodes_of(call, hit.prior))
+            _RESENT.remember(raw, call, hit)
+            return call
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -93,9 +107,12 @@ def decode_call(adapter: Adapter, raw: bytes) -> Call:
     if not isinstance(body, dict):  # a JSON string holding a request is not one (the adapters would read it again)
         raise InvalidRequest(f"the request body must be a JSON object, not {type(body).__name__}", code="invalid_type")
     try:
-        return adapter.decode_request(body)
+        call = adapter.decode_request(body)
     except BadRequest as e:
         raise InvalidRequest(e.message, code=e.code, param=e.param) from None
+    call = dataclasses.replace(call, nodes=history.nodes_of(call))
+    _RESENT.remember(raw, call)
+    return call
 
 
 async def read_within(request: web.Request, seconds: float) -> bytes:

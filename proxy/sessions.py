@@ -24,6 +24,7 @@ inserted before the last known reply get ``rewritten``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
@@ -77,7 +78,6 @@ def _plan(
     events = call.history
     append: list[TrajectoryEvent] = []
     node_rows: list[tuple[str, str | None, int]] = []
-    called_ids = {ev.tool_call_id for ev in events if ev.kind is EventKind.TOOL_CALL and ev.tool_call_id}
     prev = base
     for i in range(start, len(events)):
         ev, node = events[i], nodes[i - start]
@@ -88,13 +88,24 @@ def _plan(
                 labels["rewritten"] = True
             elif ev.kind in _MODEL_KINDS:
                 labels["unverified"] = "this model turn was not returned by Proctor in this session"
-            if ev.kind is EventKind.TOOL_RESULT and ev.tool_call_id and ev.tool_call_id not in called_ids:
+            if ev.kind is EventKind.TOOL_RESULT and ev.tool_call_id and not _called(events, i, ev.tool_call_id):
                 labels["orphan"] = "no tool call with this id in the history"
             append.append(replace(ev, labels=labels) if labels != ev.labels else ev)
             idx = len(append) - 1
         node_rows.append((node, prev, idx))
         prev = node
     return Resolution(session_id, rule, tuple(append), tuple(node_rows), prev, parent)
+
+
+def _called(events: Sequence[TrajectoryEvent], at: int, call_id: str) -> bool:
+    """Whether the history holds a tool call with this id: looked for from the result
+    backwards (its call is usually a few events before it), then after it, so a long
+    history is not scanned for every result."""
+    for i in itertools.chain(range(at - 1, -1, -1), range(at + 1, len(events))):
+        ev = events[i]
+        if ev.tool_call_id == call_id and ev.kind is EventKind.TOOL_CALL:
+            return True
+    return False
 
 
 class SessionResolver:
@@ -152,7 +163,7 @@ class SessionResolver:
                     return _plan(key.session_id, key.rule, call, node, 0, nodes, parent=key.parent_id)
                 return _plan(sid, "previous_response_id", call, node, 0, nodes)
 
-        full = history.chain(call.history)
+        full = history.of_call(call)
         if key is not None:
             return await self._within(key, call, full)
         match = await self.store.find_continuation(full, _tail_tool_call_ids(call))

@@ -12,7 +12,9 @@ Other options: ``--no-wrk`` (the asyncio load generator even when ``wrk`` is
 installed), ``--no-spin``, ``--source DIR`` (run Proctor from another source
 tree, e.g. ``git archive HEAD | tar -x -C DIR`` when the work tree is mid-edit), ``--wait-quiet SECONDS`` (first
 wait for other work on the machine to stop), ``--profile-dir DIR`` (keep
-py-spy's raw stacks), ``--json FILE`` (also write the raw numbers).
+py-spy's raw stacks), ``--json FILE`` (also write the raw numbers),
+``--proctor-arg ARG`` (repeatable: an extra ``proctor serve`` argument, e.g.
+``--proctor-arg=--policies=DIR`` with a one-rule policy to see the core's own cost).
 
 What runs, all on 127.0.0.1, each in its own process (started here and ended by
 PID at the end, also on an error or Ctrl-C):
@@ -873,7 +875,7 @@ async def measure(args: argparse.Namespace, plan: Plan, procs: Procs, tmp: Path,
     procs.start(PASS, [sys.executable, str(HERE / "passthrough_server.py"), "--port", str(ports[PASS]),
                        "--upstream", upstream], proxy_cpu)
     procs.start(PROCTOR, [*proctor_cmd, "serve", "--port", str(ports[PROCTOR]), "--upstream", upstream,
-                          "--store", f"sqlite:///{db}"], proxy_cpu)
+                          "--store", f"sqlite:///{db}", *args.proctor_arg], proxy_cpu)
     await wait_ready(procs, "upstream", upstream + "/models")
     await wait_ready(procs, PASS, f"http://127.0.0.1:{ports[PASS]}/healthz")
     await wait_ready(procs, PROCTOR, f"http://127.0.0.1:{ports[PROCTOR]}/healthz")
@@ -900,6 +902,7 @@ async def measure(args: argparse.Namespace, plan: Plan, procs: Procs, tmp: Path,
         if gen_cpu and not args.no_spin else "none",
         "loadavg": "load average " + " ".join(open("/proc/loadavg").read().split()[:3]) + " at the start",
         "store": f"sqlite:///{db} ({fs})", "plan": "quick" if args.quick else "full", "code": code_version(procs.source),
+        "proctor_args": " ".join(args.proctor_arg) or "none",
     })
 
     small, large = Workload(agent_body(20, 8 * 1024)), Workload(agent_body(200, 100 * 1024))
@@ -1417,6 +1420,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run Proctor from this source tree instead of the work tree, e.g. an export of a commit "
                              "(git archive HEAD | tar -x -C DIR); a SOURCE file there may say what it is")
     parser.add_argument("--json", default=None, help="also write the raw numbers to this file")
+    parser.add_argument("--proctor-arg", action="append", default=[], metavar="ARG",
+                        help="an extra argument for `proctor serve`, repeatable; e.g. --proctor-arg=--policies=DIR "
+                             "to measure Proctor with other policies (an empty one shows the core's own cost)")
     args = parser.parse_args(argv)
     args.profile = args.profile or args.profile_only
     plan = QUICK if args.quick else FULL

@@ -1,0 +1,190 @@
+"""Re-sent histories read from where the earlier request ended (adapters/resend.py):
+whatever the body, decoding through the cache gives exactly what decoding the
+whole body gives (events, tool names, params, history nodes, errors), and the
+shortcut is taken where an agent re-sends its history byte for byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import orjson
+import pytest
+
+from adapters import anthropic_messages, openai_chat, openai_responses
+from adapters.common import loads_reply
+from adapters.model import Call
+from adapters.resend import ResendCache
+from proxy import calls, history
+from proxy.errors import InvalidRequest
+
+CHAT, MESSAGES, RESPONSES = openai_chat.ChatAdapter(), anthropic_messages.MessagesAdapter(), openai_responses.ResponsesAdapter()
+SYSTEM = "You are a careful agent. " * 20  # bodies share their first bytes, as an agent's do
+
+
+def chat_turns(n: int) -> list[dict]:
+    out: list[dict] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tidy the repo, café ☕ \u2028 ok"}]
+    for i in range(n):
+        out.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function", "function": {"name": f"tool{i % 3}", "arguments": json.dumps({"i": i})}}]})
+        out.append({"role": "tool", "tool_call_id": f"c{i}", "content": [{"type": "text", "text": f"result {i} " + '"q" ]},['}]})
+    return out
+
+
+def messages_turns(n: int) -> list[dict]:
+    out: list[dict] = [{"role": "user", "content": SYSTEM + "Tidy the repo"}]
+    for i in range(n):
+        out.append({"role": "assistant", "content": [{"type": "tool_use", "id": f"t{i}", "name": f"tool{i % 3}", "input": {"i": i}}]})
+        out.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"t{i}", "content": f"result {i}"}]})
+    return out
+
+
+def responses_turns(n: int) -> list[dict]:
+    out: list[dict] = [{"role": "user", "content": SYSTEM + "Tidy the repo"}]
+    for i in range(n):
+        out.append({"type": "function_call", "call_id": f"f{i}", "name": f"tool{i % 3}", "arguments": "{}"})
+        out.append({"type": "function_call_output", "call_id": f"f{i}", "output": f"result {i}"})
+    return out
+
+
+def chat_body(items: list[dict], **extra) -> dict:
+    return {"messages": items, "model": "gpt-4o", "tools": [{"type": "function", "function": {"name": "tool0"}}], **extra}
+
+
+def messages_body(items: list[dict], **extra) -> dict:
+    return {"max_tokens": 100, "messages": items, "model": "claude", "system": "be brief", **extra}
+
+
+def responses_body(items: list[dict], **extra) -> dict:
+    return {"model": "gpt-4.1", "instructions": "be brief", "input": items, "store": False, **extra}
+
+
+SERIALISERS = {
+    "orjson": orjson.dumps,
+    "json": lambda d: json.dumps(d).encode(),  # ", " and ": ", \\u escapes
+    "json-utf8": lambda d: json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode(),
+    "indented": lambda d: json.dumps(d, indent=2).encode(),
+}
+
+APIS = [(CHAT, chat_turns, chat_body), (MESSAGES, messages_turns, messages_body), (RESPONSES, responses_turns, responses_body)]
+
+
+@pytest.fixture
+def cache(monkeypatch: pytest.MonkeyPatch) -> ResendCache:
+    fresh = ResendCache()
+    monkeypatch.setattr(calls, "_RESENT", fresh)
+    return fresh
+
+
+def whole(adapter, raw: bytes) -> Call:
+    """What decoding the whole body gives, without the cache."""
+    call = adapter.decode_request(loads_reply(raw))
+    return dataclasses.replace(call, nodes=tuple(history.chain(call.history)))
+
+
+def assert_same(got: Call, want: Call) -> None:
+    assert got == want  # every field: events, tools, params, listed (count and tool names), nodes
+    assert [e.hash for e in got.history] == [e.hash for e in want.history]
+
+
+@pytest.mark.parametrize("serialise", list(SERIALISERS), ids=list(SERIALISERS))
+@pytest.mark.parametrize("adapter,turns,body", APIS, ids=["chat", "messages", "responses"])
+def test_an_agent_loop_decodes_as_whole_bodies_do_and_reads_only_what_is_new(cache, adapter, turns, body, serialise) -> None:
+    dump = SERIALISERS[serialise]
+    items = turns(12)
+    for k in range(2, len(items) + 1):
+        raw = dump(body(items[:k]))
+        assert_same(calls.decode_call(adapter, raw), whole(adapter, raw))
+    assert cache.hits >= len(items) - 3  # every call after the first two continued the one before
+
+
+def test_the_cache_reads_only_the_new_elements(cache, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = chat_turns(50)
+    calls.decode_call(CHAT, orjson.dumps(chat_body(items[:-2])))
+    decoded: list[object] = []
+    real = openai_chat._request_message
+    monkeypatch.setattr(openai_chat, "_MEMO", openai_chat.MessageMemo())  # no memo hits either
+    monkeypatch.setattr(openai_chat, "_request_message", lambda m, p, n: decoded.append(p) or real(m, p, n))
+    call = calls.decode_call(CHAT, orjson.dumps(chat_body(items)))
+    assert decoded == [f"messages[{len(items) - 2}]", f"messages[{len(items) - 1}]"]  # the paths are the whole body's
+    assert len(call.history) == len(items) and cache.hits == 1
+
+
+@pytest.mark.parametrize("name,second", [
+    ("an earlier message rewritten", lambda t: chat_body([t[0], {"role": "user", "content": "other"}, *t[2:]])),
+    ("a last message extended inside", lambda t: chat_body([*t[:-1], {**t[-1], "content": [*t[-1]["content"], {"type": "text", "text": "more"}]}])),
+    ("a duplicate messages key after the list", lambda t: {**chat_body(t), "z": 1} | {"messages": t}),
+    ("the same body again", lambda t: chat_body(t[:8])),
+    ("fewer messages", lambda t: chat_body(t[:5])),
+    ("NaN in a new message", lambda t: chat_body(t)),
+    ("another field before the list changed", lambda t: {"a": 2, **chat_body(t)}),
+])
+def test_bodies_that_do_not_continue_byte_for_byte_decode_whole(cache, name, second) -> None:
+    items = chat_turns(6)
+    first = orjson.dumps({"a": 1, **chat_body(items[:8])}) if "before" in name else orjson.dumps(chat_body(items[:8]))
+    calls.decode_call(CHAT, first)
+    raw = orjson.dumps(second(items))
+    if name == "NaN in a new message":  # only the lenient reader takes it; orjson refuses the shortcut's body
+        at = raw.rindex(b'{"role":"tool"') + 1
+        raw = raw[:at] + b'"x":NaN,' + raw[at:]
+    assert_same(calls.decode_call(CHAT, raw), whole(CHAT, raw))
+
+
+def test_a_duplicate_key_holding_another_list_is_not_taken_for_the_history(cache) -> None:
+    items = chat_turns(6)
+    first = orjson.dumps(chat_body(items[:8]))
+    calls.decode_call(CHAT, first)
+    # the same bytes up to the end of the first list, which goes on; then a second "messages" key
+    evil = first[:-1] + b',"messages":[{"role":"user","content":"only this"}]}'
+    cont = evil.replace(orjson.dumps(items[:8])[:-1], orjson.dumps(items[:10])[:-1], 1)
+    got = calls.decode_call(CHAT, cont)
+    assert_same(got, whole(CHAT, cont))
+    assert [e.text for e in got.history] == ["only this"]  # what a parser of the body reads (orjson: the last key)
+
+
+def test_a_key_of_the_same_name_before_the_list_is_not_mistaken_for_it(cache) -> None:
+    items = chat_turns(6)
+    for k in range(2, 12):
+        raw = orjson.dumps({"metadata": {"messages": ["x"]}, **chat_body(items[:k])})
+        assert_same(calls.decode_call(CHAT, raw), whole(CHAT, raw))
+
+
+def test_a_changed_system_prompt_keeps_the_events_and_recomputes_the_nodes(cache) -> None:
+    items = messages_turns(4)
+    calls.decode_call(MESSAGES, orjson.dumps(messages_body(items[:5])))
+    raw = orjson.dumps(messages_body(items[:7], system="now be verbose"))  # "system" comes after the list
+    got = calls.decode_call(MESSAGES, raw)
+    assert cache.hits == 1
+    assert_same(got, whole(MESSAGES, raw))
+    assert got.history[0].text == "now be verbose"
+
+
+def test_a_bad_new_message_gets_the_error_the_whole_body_gets(cache) -> None:
+    items = chat_turns(4)
+    calls.decode_call(CHAT, orjson.dumps(chat_body(items[:6])))
+    raw = orjson.dumps(chat_body([*items[:8], {"role": "robot", "content": "x"}]))
+    with pytest.raises(InvalidRequest) as via_cache:
+        calls.decode_call(CHAT, raw)
+    with pytest.raises(Exception) as direct:
+        CHAT.decode_request(orjson.loads(raw))
+    assert via_cache.value.message == direct.value.message and "messages[8]" in via_cache.value.message
+
+
+def test_a_body_continues_only_a_body_of_its_own_api(cache) -> None:
+    items = [{"role": "user", "content": SYSTEM + str(i)} for i in range(6)]  # valid for Chat and Messages alike
+    calls.decode_call(CHAT, orjson.dumps({"messages": items[:3], "model": "m", "max_tokens": 9}))
+    raw = orjson.dumps({"messages": items, "model": "m", "max_tokens": 9})
+    got = calls.decode_call(MESSAGES, raw)
+    assert cache.hits == 0 and got.api == "messages"
+    assert_same(got, whole(MESSAGES, raw))
+
+
+def test_the_cache_stays_within_its_bounds() -> None:
+    cache = ResendCache(max_entries=5, max_bytes=200_000)
+    for i in range(40):
+        call = whole(CHAT, raw := orjson.dumps(chat_body([{"role": "user", "content": f"{i} " + "x" * 4000}])))
+        cache.remember(raw, call)
+        assert len(cache) <= 5 and cache._bytes <= 200_000
+    big = orjson.dumps(chat_body([{"role": "user", "content": "y" * 100_000}]))
+    cache.remember(big, whole(CHAT, big))  # larger than an eighth of the bound: not kept
+    assert all(e.raw != big for e in cache._entries.values())
