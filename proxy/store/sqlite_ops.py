@@ -259,7 +259,7 @@ def _find_continuation(conn: sqlite3.Connection, chain: Sequence[str], tool_call
     ).fetchall()
     if not rows:
         return HistoryMatch(0, None, None)
-    position = {node: i for i, node in enumerate(chain)}
+    position = {node: len(chain) - len(tail) + i for i, node in enumerate(tail)}  # the rows are tail nodes
     longest = max(position[r[0]] for r in rows)
     candidates = [r for r in rows if position[r[0]] == longest]
     if len(candidates) > 1 and tool_call_ids:
