@@ -17,24 +17,30 @@ parsing all of B would:
 
 * A's list elements are exactly ``A[open+1:d]``: that span parses on its own as
   a list of as many elements as A's list had (only the part not checked on an
-  earlier hit is parsed again), and, for an A that was parsed whole, ``A``
-  without them still has its list at ``open`` (a marker element put there comes
-  back as the list's first element, so no other key of that name, nor a string,
-  holds the list A's events came from);
+  earlier hit is parsed again), and, for an A that was parsed whole, ``A`` with
+  a marker element in place of that span parses with the marker, alone, as its
+  list: no other key of that name, nor a string, holds the list A's events came
+  from. Both must hold for the same ``d`` before either is kept as proven;
 * B is parsed with A's elements replaced by the marker: the marker must come
   back as the first element of B's list, so the list at ``open`` is the one a
-  parser of B reads, and its other elements are B's new ones;
+  parser of B reads, and its other elements are B's new ones. The marker is a
+  string with a random part drawn when the cache is made, so no client can send
+  a list that starts with it;
 * B shares ``A[:d]`` byte for byte, so the parser is in the same state there.
 
 Anything else (a rewritten history, different whitespace, NaN that only the
 lenient reader takes) is a miss: the body is parsed whole, as without the cache.
 
-Bounded by entries and by the bytes of the bodies kept, least recently used
-first; an entry a hit continued is replaced by the new body's.
+Bounded by entries and by the bytes of the bodies kept plus their decoded events,
+oldest first; an entry a hit continued is replaced by the new body's. Bodies are
+grouped by their first bytes, at most ``_PER_KEY`` per group: past that many
+sessions of one agent in flight at once (sharing a system prompt), the oldest
+ones are parsed whole again.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +50,9 @@ import orjson
 from adapters.model import Call
 
 _KEY_BYTES = 256  # bodies are grouped by their first bytes; a continuation shares at least these
-_PER_KEY = 16  # bodies kept per group (agents that share a system prompt share a group)
+_PER_KEY = 64  # bodies kept per group (the sessions of agents that share a system prompt share a group)
 _WHITESPACE = b" \t\r\n"
-# A list element no client sends, put where the earlier elements were. (The JSON
-# escape keeps the body valid; it parses to "\x00proctor-continued".)
-_MARKER = b'"\\u0000proctor-continued"'
-_MARKER_VALUE = "\x00proctor-continued"
+_EVENT_BYTES = 500  # what a kept event costs besides the body's bytes (its objects, node id, name), roughly
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class _Earlier:
     anchored: bool  # the list at `open` is known to be the one `call` was decoded from
     checked_end: int  # raw[open+1:checked_end] is known to be exactly `checked_count` whole elements
     checked_count: int
+    size: int  # what it counts against the bound: its bytes and its events
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +81,16 @@ class Continuation:
 class ResendCache:
     def __init__(self, max_entries: int = 2048, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.max_entries = max_entries
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes  # the bodies' bytes plus their decoded events (_EVENT_BYTES each)
+        # The list element put where the earlier elements were: random, so that no
+        # client can send it (a body whose list started with it would pass for a continuation).
+        nonce = os.urandom(16).hex()
+        self._marker = orjson.dumps(f"\x00proctor-continued-{nonce}")
+        self._marker_value = f"\x00proctor-continued-{nonce}"
         self._entries: OrderedDict[int, _Earlier] = OrderedDict()  # by id(entry), least recent first
         self._groups: dict[bytes, list[_Earlier]] = {}
         self._bytes = 0
-        self.hits = self.misses = 0
+        self.hits = self.misses = 0  # over decoded calls: continued an earlier body, or parsed whole
 
     def find(self, raw: bytes, api: str, field: str) -> Continuation | None:
         """The earlier body of the same API that ``raw`` continues, and ``raw`` without
@@ -95,35 +104,26 @@ class ResendCache:
             if d > best_end and d > entry.open and _next(entry.raw, d) == b"]" and _next(raw, d) == b",":
                 best, best_end = entry, d
         if best is None or not self._checked(best, best_end):
-            self.misses += 1
             return None
         comma = _skip_space(raw, best_end)
         try:
-            body = orjson.loads(raw[: best.open + 1] + _MARKER + raw[comma:])
+            body = orjson.loads(raw[: best.open + 1] + self._marker + raw[comma:])
         except orjson.JSONDecodeError:
-            body = None
+            return None
         items = body.get(field) if isinstance(body, dict) else None
-        if not isinstance(items, list) or not items or items[0] != _MARKER_VALUE:
-            self.misses += 1
+        if not isinstance(items, list) or not items or items[0] != self._marker_value:
             return None
         del items[0]
-        self.hits += 1
         return Continuation(best.call, body, best, best_end)
 
     def _checked(self, entry: _Earlier, end: int) -> bool:
-        """Whether ``entry.raw[open+1:end]`` is exactly the elements ``entry.call`` decoded."""
+        """Whether ``entry.raw[open+1:end]`` is exactly the elements ``entry.call`` decoded.
+        Both halves of the proof hold for one ``end`` before anything is kept as proven:
+        the span is whole elements, as many as the call decoded, and (for a body parsed
+        whole) a marker there comes back as the body's list, alone."""
         listed = entry.call.listed
         if listed is None:
             return False
-        if not entry.anchored:  # parsed whole: is the list at `open` the one it was decoded from?
-            try:
-                rest = orjson.loads(entry.raw[: entry.open + 1] + _MARKER + entry.raw[end:])
-            except orjson.JSONDecodeError:
-                return False
-            items = rest.get(entry.field) if isinstance(rest, dict) else None
-            if items != [_MARKER_VALUE]:
-                return False
-            entry.anchored = True
         if entry.checked_end == end and entry.checked_count == listed.count:
             return True
         start, known = (entry.checked_end, entry.checked_count) if entry.checked_count else (entry.open + 1, 0)
@@ -139,36 +139,50 @@ class ResendCache:
             return False
         if len(elements) != listed.count - known:
             return False
-        entry.checked_end, entry.checked_count = end, listed.count
+        if not entry.anchored:  # parsed whole: is the list at `open` the one it was decoded from?
+            try:
+                rest = orjson.loads(entry.raw[: entry.open + 1] + self._marker + entry.raw[end:])
+            except orjson.JSONDecodeError:
+                return False
+            if not isinstance(rest, dict) or rest.get(entry.field) != [self._marker_value]:
+                return False
+        entry.anchored, entry.checked_end, entry.checked_count = True, end, listed.count
         return True
 
     def remember(self, raw: bytes, call: Call, continued: Continuation | None = None) -> None:
         """Keep ``raw`` (which decoded to ``call``) for the requests that continue it."""
+        if continued is not None:
+            self.hits += 1
+        else:
+            self.misses += 1
         listed = call.listed
-        if listed is None or listed.count == 0 or len(raw) < _KEY_BYTES or len(raw) > self.max_bytes // 8:
+        size = len(raw) + _EVENT_BYTES * len(call.history)
+        if listed is None or listed.count == 0 or len(raw) < _KEY_BYTES or size > self.max_bytes // 8:
+            if continued is not None:
+                self._drop(continued.entry)
             return
         if continued is not None:  # its list is known: where it opens, and the earlier elements in it
             self._drop(continued.entry)
             entry = _Earlier(raw, listed.field, continued.entry.open, call, True, continued.end,
-                             continued.prior.listed.count if continued.prior.listed else 0)
+                             continued.prior.listed.count if continued.prior.listed else 0, size)
         else:
             at = _list_start(raw, listed.field)
             if at < 0:
                 return
-            entry = _Earlier(raw, listed.field, at, call, False, 0, 0)
+            entry = _Earlier(raw, listed.field, at, call, False, 0, 0, size)
         group = self._groups.setdefault(raw[:_KEY_BYTES], [])
         group.append(entry)
         if len(group) > _PER_KEY:
             self._drop(group[0])
         self._entries[id(entry)] = entry
-        self._bytes += len(raw)
+        self._bytes += size
         while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
             self._drop(next(iter(self._entries.values())))
 
     def _drop(self, entry: _Earlier) -> None:
         if self._entries.pop(id(entry), None) is None:
             return
-        self._bytes -= len(entry.raw)
+        self._bytes -= entry.size
         key = entry.raw[:_KEY_BYTES]
         group = self._groups.get(key, [])
         if entry in group:
@@ -185,7 +199,7 @@ def _common_prefix(a: bytes, b: bytes) -> int:
     doubling size, then halving within the first block that differs (byte slices
     compare with memcmp; 1.6 MB in about 0.1 ms)."""
     n = min(len(a), len(b))
-    i, step = 0, 4096
+    i, step = 0, 1024
     while i < n:
         j = min(n, i + step)
         if a[i:j] != b[i:j]:

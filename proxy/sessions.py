@@ -24,7 +24,6 @@ inserted before the last known reply get ``rewritten``.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
@@ -69,6 +68,28 @@ def spawn_hashes(events: Sequence[TrajectoryEvent]) -> list[str]:
     return out
 
 
+class _CallIds:
+    """Whether a history holds a tool call with a given id. A result's call is
+    usually a few events before it, so those are looked at first; only when they
+    miss are the ids of the whole history collected, once per call, so neither a
+    long history nor many orphaned results cost more than one pass."""
+
+    NEAR = 64
+
+    def __init__(self, events: Sequence[TrajectoryEvent]) -> None:
+        self.events = events
+        self.all: set[str] | None = None
+
+    def has(self, at: int, call_id: str) -> bool:
+        for i in range(at - 1, max(at - 1 - self.NEAR, -1), -1):
+            ev = self.events[i]
+            if ev.tool_call_id == call_id and ev.kind is EventKind.TOOL_CALL:
+                return True
+        if self.all is None:
+            self.all = {ev.tool_call_id for ev in self.events if ev.kind is EventKind.TOOL_CALL and ev.tool_call_id}
+        return call_id in self.all
+
+
 def _plan(
     session_id: str, rule: str, call: Call, base: str, start: int, nodes: list[str], *,
     known: set[str] = frozenset(), anchor: int = -1, parent: str | None = None,
@@ -78,6 +99,7 @@ def _plan(
     events = call.history
     append: list[TrajectoryEvent] = []
     node_rows: list[tuple[str, str | None, int]] = []
+    called = _CallIds(events)
     prev = base
     for i in range(start, len(events)):
         ev, node = events[i], nodes[i - start]
@@ -88,24 +110,13 @@ def _plan(
                 labels["rewritten"] = True
             elif ev.kind in _MODEL_KINDS:
                 labels["unverified"] = "this model turn was not returned by Proctor in this session"
-            if ev.kind is EventKind.TOOL_RESULT and ev.tool_call_id and not _called(events, i, ev.tool_call_id):
+            if ev.kind is EventKind.TOOL_RESULT and ev.tool_call_id and not called.has(i, ev.tool_call_id):
                 labels["orphan"] = "no tool call with this id in the history"
             append.append(replace(ev, labels=labels) if labels != ev.labels else ev)
             idx = len(append) - 1
         node_rows.append((node, prev, idx))
         prev = node
     return Resolution(session_id, rule, tuple(append), tuple(node_rows), prev, parent)
-
-
-def _called(events: Sequence[TrajectoryEvent], at: int, call_id: str) -> bool:
-    """Whether the history holds a tool call with this id: looked for from the result
-    backwards (its call is usually a few events before it), then after it, so a long
-    history is not scanned for every result."""
-    for i in itertools.chain(range(at - 1, -1, -1), range(at + 1, len(events))):
-        ev = events[i]
-        if ev.tool_call_id == call_id and ev.kind is EventKind.TOOL_CALL:
-            return True
-    return False
 
 
 class SessionResolver:

@@ -179,6 +179,23 @@ def test_forged_assistant_turn_and_orphan_result_are_labelled(agent_proxy: Any) 
     assert evs["thanks"].labels == {}
 
 
+def test_a_result_is_an_orphan_only_if_no_call_anywhere_in_the_history_made_it(agent_proxy: Any) -> None:
+    # its call 100 events back (past the few looked at first), many orphans, and a call after its result
+    far = [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "far", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]}]
+    filler = [{"role": "user", "content": f"note {i}"} for i in range(100)]
+    orphans = [{"role": "tool", "tool_call_id": f"none-{i}", "content": f"stray {i}"} for i in range(300)]
+    later = [{"role": "tool", "tool_call_id": "after", "content": "answered before asked"},
+             {"role": "assistant", "content": None, "tool_calls": [
+                 {"id": "after", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]}]
+    sid, _ = chat(agent_proxy, [{"role": "user", "content": "start"}, *far, *filler,
+                                {"role": "tool", "tool_call_id": "far", "content": "far result"}, *orphans, *later])
+    evs = {e.text: e for e in events(agent_proxy, sid)}
+    assert "orphan" not in evs["far result"].labels and evs["far result"].tool_name == "lookup"
+    assert all("orphan" in evs[f"stray {i}"].labels for i in range(300))
+    assert "orphan" not in evs["answered before asked"].labels
+
+
 def test_harness_headers(agent_proxy: Any) -> None:
     sid, _ = chat(agent_proxy, [{"role": "user", "content": "hi"}], **{"session_id": "codex-thread-1"})
     assert sid == "codex-thread-1" and calls(agent_proxy, sid)[0].resolved_by == "harness:session_id"
