@@ -79,7 +79,7 @@ class Continuation:
 
 
 class ResendCache:
-    def __init__(self, max_entries: int = 2048, max_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, max_entries: int = 2048, max_bytes: int = 128 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes  # the bodies' bytes plus their decoded events (_EVENT_BYTES each)
         # The list element put where the earlier elements were: random, so that no
@@ -157,7 +157,7 @@ class ResendCache:
             self.misses += 1
         listed = call.listed
         size = len(raw) + _EVENT_BYTES * len(call.history)
-        if listed is None or listed.count == 0 or len(raw) < _KEY_BYTES or size > self.max_bytes // 8:
+        if listed is None or listed.count == 0 or len(raw) < _KEY_BYTES or size > self.max_bytes // 4:
             if continued is not None:
                 self._drop(continued.entry)
             return

@@ -8,6 +8,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from adapters.registry import ADAPTERS, ENFORCERS
+from adapters.resend import ResendCache
 from proxy import api as admin_api
 from proxy.audit import ui as audit_ui
 from proxy.approvals import Approvals
@@ -67,6 +68,7 @@ def create_app(config: ProxyConfig) -> web.Application:
     app[PROXY] = Proxy(
         config=config, store=store, upstream=upstream, sessions=SessionResolver(store, config),
         policy=policy, approvals=Approvals(config.approval_timeout),
+        resend=ResendCache(max_bytes=config.resend_cache_mb * 1024 * 1024),
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

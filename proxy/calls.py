@@ -81,13 +81,12 @@ def _response_headers(upstream: aiohttp.ClientResponse, session_id: str) -> dict
     return headers
 
 
-_RESENT = ResendCache()  # recent request bodies, for the next call that re-sends their history
-
-
-def decode_call(adapter: Adapter, raw: bytes) -> Call:
+def decode_call(adapter: Adapter, raw: bytes, resent: ResendCache | None = None) -> Call:
+    """The call a request body asks for; ``resent`` holds recent bodies, so one that
+    re-sends an earlier one's history is parsed only where it adds to it."""
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
-    hit = _RESENT.find(raw, adapter.api, adapter.history_field)
+    hit = resent.find(raw, adapter.api, adapter.history_field) if resent is not None else None
     if hit is not None:
         try:
             call = adapter.decode_request(hit.body, prior=hit.prior)
@@ -95,7 +94,7 @@ def decode_call(adapter: Adapter, raw: bytes) -> Call:
             pass  # decoded whole below, so the error is exactly the one the whole body gets
         else:
             call = dataclasses.replace(call, nodes=history.nodes_of(call, hit.prior))
-            _RESENT.remember(raw, call, hit)
+            resent.remember(raw, call, hit)  # type: ignore[union-attr] - a hit came from it
             return call
     try:
         body = orjson.loads(raw)
@@ -111,7 +110,8 @@ def decode_call(adapter: Adapter, raw: bytes) -> Call:
     except BadRequest as e:
         raise InvalidRequest(e.message, code=e.code, param=e.param) from None
     call = dataclasses.replace(call, nodes=history.nodes_of(call))
-    _RESENT.remember(raw, call)
+    if resent is not None:
+        resent.remember(raw, call)
     return call
 
 
@@ -195,7 +195,7 @@ class ModelCall:
                 raise body_too_slow(proxy.config.client_body_timeout)
             if raw is None:
                 raise body_too_large(proxy.config.max_body_bytes)
-            self.call = call = decode_call(self.adapter, raw)
+            self.call = call = decode_call(self.adapter, raw, proxy.resend)
         except InvalidRequest as err:
             self.res = await proxy.sessions.resolve(request.headers, None)
             return await self._fail(err)

@@ -42,6 +42,9 @@ class ProxyConfig(BaseModel):
     session_body_fields: tuple[str, ...] = ()  # e.g. ("metadata.session_id", "user", "prompt_cache_key")
     subagent_window_s: float = Field(600.0, ge=0)  # how recent a spawning tool call must be
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Recent request bodies kept so that a call re-sending one's history parses only
+    # what it adds (adapters/resend.py): their bytes plus their decoded events. 0: off.
+    resend_cache_mb: int = Field(128, ge=0)
     # Policies
     policies: str | None = None  # a policy directory; None: the bundled library
     policy_engine: Literal["embedded", "opa"] = "embedded"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from adapters.resend import ResendCache
 from proxy.approvals import Approvals
 from proxy.config import ProxyConfig
 from proxy.policy.point import PolicyPoint
@@ -23,6 +24,7 @@ class Proxy:
     sessions: SessionResolver
     policy: PolicyPoint
     approvals: Approvals
+    resend: ResendCache  # recent request bodies, for the next call that re-sends their history
 
 
 PROXY = web.AppKey("proxy", Proxy)

@@ -12,8 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from adapters.resend import ResendCache
-from proxy import calls
+from proxy.context import PROXY
 from proxy.scripted_model import ToolCallSpec, Turn
 
 from .conftest import events_of, sessions_of
@@ -67,19 +66,15 @@ def recorded(proxy: Any) -> list[tuple]:
 
 @pytest.mark.parametrize("loop", [chat_loop, messages_loop], ids=["openai-chat", "anthropic-messages"])
 def test_a_long_loop_records_the_same_trajectory_with_and_without_reading_only_what_is_new(
-    loop, make_proxy, upstream, same_ids, monkeypatch: pytest.MonkeyPatch,
+    loop, make_proxy, upstream, same_ids,
 ) -> None:
     upstream.answer(stepper)
-    runs = {}
-    for name, cache in (("whole", None), ("continued", ResendCache())):
-        if cache is None:
-            monkeypatch.setattr(calls, "_RESENT", ResendCache(max_entries=0))  # keeps nothing: every body parsed whole
-        else:
-            monkeypatch.setattr(calls, "_RESENT", cache)
+    runs, hits = {}, {}
+    for name, megabytes in (("whole", 0), ("continued", 128)):  # 0: the cache is off, every body is parsed whole
         same_ids.reset()
-        proxy = make_proxy()
+        proxy = make_proxy(resend_cache_mb=megabytes)
         loop(proxy.url)
-        runs[name] = recorded(proxy)
-    assert cache.hits >= STEPS - 1  # every call after the first two continued the one before
+        runs[name], hits[name] = recorded(proxy), proxy.app[PROXY].resend.hits
+    assert hits == {"whole": 0, "continued": STEPS}  # every call after the first continued the one before
     assert runs["continued"] == runs["whole"]
     assert sum(1 for r in runs["whole"] if r[0] == "tool_call") == STEPS
