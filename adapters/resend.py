@@ -35,7 +35,10 @@ Bounded by entries and by the bytes of the bodies kept plus their decoded events
 oldest first; an entry a hit continued is replaced by the new body's. Bodies are
 grouped by their first bytes, at most ``_PER_KEY`` per group: past that many
 sessions of one agent in flight at once (sharing a system prompt), the oldest
-ones are parsed whole again.
+ones are parsed whole again. A new body is compared with every body of its
+group: in full with those parsed whole (a few microseconds each, 0.04 ms for
+16), and, for those that continued an earlier one, first where their checked
+elements end, which rules out other sessions' bodies with one small comparison.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ _WHITESPACE = b" \t\r\n"
 _EVENT_BYTES = 500  # what a kept event costs besides the body's bytes (its objects, node id, name), roughly
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity: a group is searched and pruned by the object
 class _Earlier:
     raw: bytes  # the whole body
     field: str  # its history list's key
@@ -97,10 +100,13 @@ class ResendCache:
         its elements; or None."""
         best: _Earlier | None = None
         best_end = 0
-        for entry in self._groups.get(raw[:_KEY_BYTES], ()):
+        for entry in reversed(self._groups.get(raw[:_KEY_BYTES], ())):  # the most recent first
             if entry.field != field or entry.call.api != api:
                 continue
-            d = _common_prefix(entry.raw, raw)
+            c = entry.checked_end
+            if c and raw[c - 16 : c] != entry.raw[c - 16 : c]:
+                continue  # its continuation shares all it has checked: another session's body, ruled out cheaply
+            d = _common_prefix(entry.raw, raw, _KEY_BYTES)  # the group's key: their first bytes are equal
             if d > best_end and d > entry.open and _next(entry.raw, d) == b"]" and _next(raw, d) == b",":
                 best, best_end = entry, d
         if best is None or not self._checked(best, best_end):
@@ -194,17 +200,17 @@ class ResendCache:
         return len(self._entries)
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
-    """The length of the longest common prefix of ``a`` and ``b``: equal blocks of
-    doubling size, then halving within the first block that differs (byte slices
-    compare with memcmp; 1.6 MB in about 0.1 ms)."""
+def _common_prefix(a: bytes, b: bytes, start: int = 0) -> int:
+    """The length of the longest common prefix of ``a`` and ``b``, which agree
+    before ``start``: equal blocks of doubling size, then halving within the first
+    block that differs (byte slices compare with memcmp; 1.6 MB in about 0.1 ms)."""
     n = min(len(a), len(b))
-    i, step = 0, 1024
+    i, step = min(start, n), 256
     while i < n:
         j = min(n, i + step)
         if a[i:j] != b[i:j]:
             lo, hi = i, j
-            while hi - lo > 64:
+            while hi - lo > 8:
                 mid = (lo + hi) // 2
                 if a[lo:mid] == b[lo:mid]:
                     lo = mid

@@ -212,6 +212,18 @@ def test_a_body_continues_only_a_body_of_its_own_api(cache) -> None:
     assert_same(got, whole(MESSAGES, raw))
 
 
+def test_many_sessions_of_one_agent_in_lockstep_all_continue(cache) -> None:
+    # 40 sessions share the first 256 bytes (the system prompt) and call in turn
+    histories = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"task {i}"}] for i in range(40)]
+    for step in range(6):
+        for i, messages in enumerate(histories):
+            if step:
+                messages += [{"role": "assistant", "content": f"step {step} of {i}"}, {"role": "user", "content": "go on"}]
+            raw = orjson.dumps(chat_body(messages))
+            assert_same(calls.decode_call(CHAT, raw, cache), whole(CHAT, raw))
+    assert cache.hits == 40 * 5 and cache.misses == 40
+
+
 def test_the_cache_stays_within_its_bounds() -> None:
     cache = ResendCache(max_entries=5, max_bytes=200_000)
     for i in range(40):
