@@ -80,18 +80,23 @@ def loads_reply(data: bytes | bytearray | memoryview | str) -> Any:
     text = bytes(data).decode("utf-8-sig", "replace") if not isinstance(data, str) else data.removeprefix("\ufeff")
     try:
         value = json.loads(text, parse_int=_int_as_orjson)
-    except ValueError:
+        # json reads a lone surrogate escape ("\ud83d") into a str no UTF-8 encoder takes
+        # (orjson refuses it): U+FFFD stands in, as a lenient client shows it.
+        return _without_lone_surrogates(value) if _LONE_SURROGATE.search(text) else value
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python reads (orjson: 1,024)
         raise NotJson("not JSON") from None
-    # json reads a lone surrogate escape ("\ud83d") into a str no UTF-8 encoder takes
-    # (orjson refuses it): U+FFFD stands in, as a lenient client shows it.
-    return _without_lone_surrogates(value) if _LONE_SURROGATE.search(text) else value
 
 
 def _int_as_orjson(digits: str) -> int | float:
     """An integer as orjson reads it: past 64 bits, a float (which every later
     step, hashing and storing included, can serialise again)."""
     n = int(digits)
-    return n if -(1 << 63) <= n < (1 << 64) else float(n)
+    if -(1 << 63) <= n < (1 << 64):
+        return n
+    try:
+        return float(n)
+    except OverflowError:  # past a float's range: orjson refuses the body, and so does this reader
+        raise ValueError(f"an integer of {len(digits)} digits is out of range") from None
 
 
 _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")

@@ -45,17 +45,18 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from adapters.model import Call
+from adapters.model import Call, TrajectoryEvent
 
 _KEY_BYTES = 256  # bodies are grouped by their first bytes; a continuation shares at least these
 _PER_KEY = 64  # bodies kept per group (the sessions of agents that share a system prompt share a group)
 _WHITESPACE = b" \t\r\n"
-_EVENT_BYTES = 500  # what a kept event costs besides the body's bytes (its objects, node id, name), roughly
+_EVENT_BYTES = 500  # what a kept event costs besides its text (its objects, node id, name), roughly
 
 
 @dataclass(slots=True, eq=False)  # compared by identity: a group is searched and pruned by the object
@@ -68,6 +69,7 @@ class _Earlier:
     checked_end: int  # raw[open+1:checked_end] is known to be exactly `checked_count` whole elements
     checked_count: int
     size: int  # what it counts against the bound: its bytes and its events
+    events_size: int  # of which its events
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,20 +164,32 @@ class ResendCache:
         else:
             self.misses += 1
         listed = call.listed
-        size = len(raw) + _EVENT_BYTES * len(call.history)
-        if listed is None or listed.count == 0 or len(raw) < _KEY_BYTES or size > self.max_bytes // 4:
+        if listed is None or listed.count == 0 or len(raw) < _KEY_BYTES:
+            if continued is not None:
+                self._drop(continued.entry)
+            return
+        # Only what a continuation needs is kept: the events, their nodes, the list's state.
+        kept = Call(api=call.api, model=call.model, stream=call.stream, history=call.history, listed=listed,
+                    nodes=call.nodes)
+        if continued is not None:  # the earlier body's events were counted with it
+            earlier = continued.entry
+            events = earlier.events_size + _events_size(call.history[len(continued.prior.history):])
+        else:
+            events = _events_size(call.history)
+        size = len(raw) + events
+        if size > self.max_bytes // 4:
             if continued is not None:
                 self._drop(continued.entry)
             return
         if continued is not None:  # its list is known: where it opens, and the earlier elements in it
             self._drop(continued.entry)
-            entry = _Earlier(raw, listed.field, continued.entry.open, call, True, continued.end,
-                             continued.prior.listed.count if continued.prior.listed else 0, size)
+            entry = _Earlier(raw, listed.field, continued.entry.open, kept, True, continued.end,
+                             continued.prior.listed.count if continued.prior.listed else 0, size, events)
         else:
             at = _list_start(raw, listed.field)
             if at < 0:
                 return
-            entry = _Earlier(raw, listed.field, at, call, False, 0, 0, size)
+            entry = _Earlier(raw, listed.field, at, kept, False, 0, 0, size, events)
         group = self._groups.setdefault(raw[:_KEY_BYTES], [])
         group.append(entry)
         if len(group) > _PER_KEY:
@@ -198,6 +212,20 @@ class ResendCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _events_size(events: Sequence[TrajectoryEvent]) -> int:
+    """What keeping decoded events costs beyond the body's bytes (which hold their
+    texts): the objects, and parsed tool arguments, which take up to eight times
+    their JSON (a list of numbers: a float object and a slot for each)."""
+    total = _EVENT_BYTES * len(events)
+    for ev in events:
+        if ev.arguments is not None and not isinstance(ev.arguments, str):
+            try:
+                total += 8 * len(orjson.dumps(ev.arguments))
+            except TypeError:
+                total += 8 * len(str(ev.arguments))
+    return total
 
 
 def _common_prefix(a: bytes, b: bytes, start: int = 0) -> int:

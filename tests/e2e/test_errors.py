@@ -56,6 +56,11 @@ CHAT_BAD: list[tuple[str, bytes | Any, str, str]] = [
     # (id, body, code, a piece of the message that says what is wrong)
     ("not-json", b"{'model': 'gpt'", "invalid_json", "not valid JSON"),
     ("empty", b"", "invalid_json", "empty"),
+    # past a float's range, and nested past 1,024 levels: orjson and Python's json both refuse them
+    ("integer-past-float-range", b'{"model":"gpt-test","messages":[{"role":"user","content":"hi"}],"seed":1' + b"0" * 400 + b"}",
+     "invalid_json", "not valid JSON"),
+    ("nested-3000-deep", b'{"model":"gpt-test","messages":[{"role":"user","content":"hi"}],"x":' + b"[" * 3000 + b"]" * 3000 + b"}",
+     "invalid_json", "not valid JSON"),
     ("not-object", [1, 2], "invalid_type", "JSON object"),
     ("json-string", b'"hello"', "invalid_type", "JSON object"),
     ("double-encoded", orjson.dumps(orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}).decode()),

@@ -231,8 +231,19 @@ def test_the_cache_stays_within_its_bounds() -> None:
         cache.remember(raw, call)
         assert len(cache) <= 5 and cache._bytes <= 200_000
     big = orjson.dumps(chat_body([{"role": "user", "content": "y" * 100_000}]))
-    cache.remember(big, whole(CHAT, big))  # larger than an eighth of the bound: not kept
+    cache.remember(big, whole(CHAT, big))  # larger than a quarter of the bound: not kept
     assert all(e.raw != big for e in cache._entries.values())
+    # parsed tool arguments count at eight times their JSON: 6,000 numbers take far more than their bytes
+    numbers = orjson.dumps(chat_body([{"role": "user", "content": "go"}, {"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": orjson.dumps([0.5] * 6000).decode()}}]}]))
+    cache.remember(numbers, whole(CHAT, numbers))
+    assert all(e.raw != numbers for e in cache._entries.values())
+    # what is kept of a call is what a continuation needs, not its other fields
+    kept = ResendCache()
+    raw = orjson.dumps(chat_body(chat_turns(2), temperature=0.5, metadata={"k": "v" * 1000}))
+    kept.remember(raw, whole(CHAT, raw))
+    (entry,) = kept._entries.values()
+    assert entry.call.params == {} and entry.call.tools == () and entry.call.history == whole(CHAT, raw).history
 
 
 def test_a_body_only_the_lenient_reader_takes_decodes_with_integers_read_as_orjson_reads_them(cache) -> None:
