@@ -70,6 +70,11 @@ class _Earlier:
     checked_count: int
     size: int  # what it counts against the bound: its bytes and its events
     events_size: int  # of which its events
+    # A body that continues this one equals it before this offset: where its checked
+    # elements end, or, for a body parsed whole, half its texts' length past `open`
+    # (the list's bytes hold its texts; halved, so that a text an adapter writes
+    # longer than its bytes, an image's placeholder say, cannot push it too far).
+    floor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +110,11 @@ class ResendCache:
         for entry in reversed(self._groups.get(raw[:_KEY_BYTES], ())):  # the most recent first
             if entry.field != field or entry.call.api != api:
                 continue
-            c = entry.checked_end
-            if c and raw[c - 16 : c] != entry.raw[c - 16 : c]:
-                continue  # its continuation shares all it has checked: another session's body, ruled out cheaply
-            d = _common_prefix(entry.raw, raw, _KEY_BYTES)  # the group's key: their first bytes are equal
+            # A continuation shares every byte before `floor`: one comparison rules out another session's body.
+            floor = entry.floor
+            if raw[_KEY_BYTES:floor] != entry.raw[_KEY_BYTES:floor]:  # (the group's key: equal before _KEY_BYTES)
+                continue
+            d = _common_prefix(entry.raw, raw, max(floor, _KEY_BYTES))
             if d > best_end and d > entry.open and _next(entry.raw, d) == b"]" and _next(raw, d) == b",":
                 best, best_end = entry, d
         if best is None or not self._checked(best, best_end):
@@ -155,6 +161,7 @@ class ResendCache:
             if not isinstance(rest, dict) or rest.get(entry.field) != [self._marker_value]:
                 return False
         entry.anchored, entry.checked_end, entry.checked_count = True, end, listed.count
+        entry.floor = max(entry.floor, end)  # its list ends there: a continuation shares all before
         return True
 
     def remember(self, raw: bytes, call: Call, continued: Continuation | None = None) -> None:
@@ -184,12 +191,13 @@ class ResendCache:
         if continued is not None:  # its list is known: where it opens, and the earlier elements in it
             self._drop(continued.entry)
             entry = _Earlier(raw, listed.field, continued.entry.open, kept, True, continued.end,
-                             continued.prior.listed.count if continued.prior.listed else 0, size, events)
+                             continued.prior.listed.count if continued.prior.listed else 0, size, events, continued.end)
         else:
             at = _list_start(raw, listed.field)
             if at < 0:
                 return
-            entry = _Earlier(raw, listed.field, at, kept, False, 0, 0, size, events)
+            texts = sum(len(ev.text) for ev in call.history[listed.head:] if ev.text)
+            entry = _Earlier(raw, listed.field, at, kept, False, 0, 0, size, events, at + 1 + texts // 2)
         group = self._groups.setdefault(raw[:_KEY_BYTES], [])
         group.append(entry)
         if len(group) > _PER_KEY:
