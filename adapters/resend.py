@@ -272,13 +272,16 @@ def _next(raw: bytes, i: int) -> bytes:
 
 
 def _list_start(raw: bytes, field: str) -> int:
-    """Where the list of key ``field`` seems to open (the first ``"field": [``), or
-    -1. Only a guess: a hit checks it (see the module docstring)."""
-    at = raw.find(b'"' + field.encode() + b'"')
-    if at < 0:
-        return -1
-    i = _skip_space(raw, at + len(field) + 2)
-    if raw[i : i + 1] != b":":
-        return -1
-    i = _skip_space(raw, i + 1)
-    return i if raw[i : i + 1] == b"[" else -1
+    """Where the list of key ``field`` seems to open (the first ``"field": [``, past
+    keys of that name that hold no list, such as a tool's parameter), or -1. Only a
+    guess: a hit checks it (see the module docstring)."""
+    key = b'"' + field.encode() + b'"'
+    at = raw.find(key)
+    while at >= 0:
+        i = _skip_space(raw, at + len(key))
+        if raw[i : i + 1] == b":":
+            i = _skip_space(raw, i + 1)
+            if raw[i : i + 1] == b"[":
+                return i
+        at = raw.find(key, at + len(key))
+    return -1

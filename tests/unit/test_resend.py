@@ -175,6 +175,15 @@ def test_no_client_can_send_the_marker(cache, adapter, field, extra) -> None:
     assert ResendCache()._marker != cache._marker  # drawn anew for each cache: no constant to learn
 
 
+def test_a_tool_parameter_named_like_the_list_before_it_does_not_stop_the_shortcut(cache) -> None:
+    tools = [{"type": "function", "name": "shell", "parameters": {"type": "object", "properties": {"input": {"type": "string"}}}}]
+    items = responses_turns(6)
+    for k in range(2, 12):
+        raw = orjson.dumps({"model": "gpt-4.1", "tools": tools, "input": items[:k]})
+        assert_same(calls.decode_call(RESPONSES, raw, cache), whole(RESPONSES, raw))
+    assert cache.hits == 9
+
+
 def test_a_key_of_the_same_name_before_the_list_is_not_mistaken_for_it(cache) -> None:
     items = chat_turns(6)
     for k in range(2, 12):
