@@ -19,12 +19,18 @@ Checkpoints (copying the write-ahead log into the database file, with an fsync)
 run on a thread of their own: SQLite's automatic checkpoint would run inside
 the commit of whichever call filled the log, which then waited 10-20 ms. The
 writer turns it off; the checkpointer runs a PASSIVE checkpoint, which never
-blocks the writer, shortly after writes.
+blocks the writer, shortly after writes. But the log only starts over when a
+write begins with all of it copied, which under writes that never pause the
+checkpointer never achieves: the log grew without bound (735 MB after 3,000
+calls). So once it is past ``wal_limit`` the writer finishes the copy itself
+between two batches (the checkpointer has done most of it), and the next write
+starts the log over; SQLite then truncates the file to ``journal_size_limit``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -48,6 +54,7 @@ from proxy.store.sqlite_schema import _migrate
 
 T = TypeVar("T")
 log = logging.getLogger("proctor.store")
+WAL_LIMIT = 64 * 1024 * 1024  # the log's size past which the writer sees a checkpoint through (journal_size_limit too)
 
 
 class SqliteStore:
@@ -58,6 +65,8 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._indexed = 0  # events up to this rowid are in the search index (the writer thread's view)
         self._wrote = threading.Event()  # set after a commit: the log has frames to checkpoint
+        self.wal_limit = WAL_LIMIT  # past this the writer completes a checkpoint itself (see the docstring)
+        self._write_batches = 0
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -119,7 +128,7 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; WAL fsyncs at checkpoint
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA journal_size_limit=67108864")  # the log file shrinks back to 64 MB after a reset
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")  # the log file shrinks back to this after a reset
         return conn
 
     def _run(self, ready: asyncio.Future[None]) -> None:
@@ -163,8 +172,21 @@ class SqliteStore:
             if any(is_write for _, is_write, _ in batch):
                 self._wrote.set()
                 behind = True
+                self._bound_log(conn)
                 self._index_search(conn, only_if_lagging=True)  # never idle: index between batches too
         conn.close()
+
+    def _bound_log(self, conn: sqlite3.Connection) -> None:
+        """Every few write batches, past ``wal_limit``, copy the rest of the log (see
+        the module docstring). Never raises: a busy checkpoint is tried again later."""
+        self._write_batches += 1
+        if self._write_batches % 8:
+            return
+        try:
+            if os.path.getsize(self.path + "-wal") > self.wal_limit:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except (OSError, sqlite3.Error):  # no log file yet, or the checkpointer holds the checkpoint lock
+            pass
 
     def _index_search(self, conn: sqlite3.Connection, only_if_lagging: bool = False) -> bool:
         """Index one chunk of new events for full-text search (with ``only_if_lagging``,

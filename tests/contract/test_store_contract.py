@@ -215,6 +215,27 @@ async def test_the_log_is_checkpointed_in_the_background(tmp_path: Path) -> None
         await store.close()
 
 
+async def test_the_log_stays_bounded_under_writes_that_never_pause(tmp_path: Path) -> None:
+    """PASSIVE checkpoints alongside writes that never pause never find the whole log
+    copied when a write begins, so it never started over (735 MB after 3,000 calls):
+    past wal_limit the writer completes one itself and the log starts over."""
+    import os
+
+    store = SqliteStore(tmp_path / "s.db")
+    store.wal_limit = 1024 * 1024
+    await store.open()
+    try:
+        text = "a line of a tool result that the store keeps " * 10
+        for i in range(0, 600, 4):  # 4 calls in flight at all times, 20 events each
+            await asyncio.gather(*(store.record_call(_new(f"s{j}", _events(*(f"{text}{j}.{k}" for k in range(20)))))
+                                   for j in range(i, i + 4)))
+        wal = os.path.getsize(tmp_path / "s.db-wal")
+        assert wal < 16 * 1024 * 1024, f"the log grew to {wal / 1e6:.0f} MB"  # 3.4 MB; without the bound 38 MB
+        assert len(await store.get_events("s599")) == 20  # and nothing was lost
+    finally:
+        await store.close()
+
+
 async def _written_by_schema(path: Path, version: int, call: NewCall, downgrade: list[str]) -> None:
     """A store file as schema ``version`` left it: ``call`` recorded by today's code,
     then the schema taken back by the ``downgrade`` statements."""
