@@ -168,36 +168,32 @@ class ResendCache:
         """Keep ``raw`` (which decoded to ``call``) for the requests that continue it."""
         if continued is not None:
             self.hits += 1
+            self._drop(continued.entry)  # this body supersedes it, whether it is kept or not
         else:
             self.misses += 1
         listed = call.listed
         if listed is None or listed.count == 0 or len(raw) < _KEY_BYTES:
-            if continued is not None:
-                self._drop(continued.entry)
             return
         # Only what a continuation needs is kept: the events, their nodes, the list's state.
         kept = Call(api=call.api, model=call.model, stream=call.stream, history=call.history, listed=listed,
                     nodes=call.nodes)
         if continued is not None:  # the earlier body's events were counted with it
-            earlier = continued.entry
-            events = earlier.events_size + _events_size(call.history[len(continued.prior.history):])
+            events = continued.entry.events_size + _events_size(call.history[len(continued.prior.history):])
         else:
             events = _events_size(call.history)
         size = len(raw) + events
         if size > self.max_bytes // 4:
-            if continued is not None:
-                self._drop(continued.entry)
             return
         if continued is not None:  # its list is known: where it opens, and the earlier elements in it
-            self._drop(continued.entry)
-            entry = _Earlier(raw, listed.field, continued.entry.open, kept, True, continued.end,
-                             continued.prior.listed.count if continued.prior.listed else 0, size, events, continued.end)
+            earlier = continued.prior.listed.count if continued.prior.listed else 0
+            entry = _Earlier(raw, listed.field, continued.entry.open, kept, True, continued.end, earlier, size, events,
+                             floor=continued.end)
         else:
             at = _list_start(raw, listed.field)
             if at < 0:
                 return
             texts = sum(len(ev.text) for ev in call.history[listed.head:] if ev.text)
-            entry = _Earlier(raw, listed.field, at, kept, False, 0, 0, size, events, at + 1 + texts // 2)
+            entry = _Earlier(raw, listed.field, at, kept, False, 0, 0, size, events, floor=at + 1 + texts // 2)
         group = self._groups.setdefault(raw[:_KEY_BYTES], [])
         group.append(entry)
         if len(group) > _PER_KEY:
