@@ -44,6 +44,7 @@ elements end, which rules out other sessions' bodies with one small comparison.
 from __future__ import annotations
 
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -219,11 +220,14 @@ class ResendCache:
 
 
 def _events_size(events: Sequence[TrajectoryEvent]) -> int:
-    """What keeping decoded events costs beyond the body's bytes (which hold their
-    texts): the objects, and parsed tool arguments, which take up to eight times
-    their JSON (a list of numbers: a float object and a slot for each)."""
+    """What keeping decoded events costs besides the body's bytes: the objects, their
+    texts (copies of what the body holds, one to four bytes a character), and parsed
+    tool arguments, which take up to eight times their JSON (a list of numbers: a
+    float object and a slot for each)."""
     total = _EVENT_BYTES * len(events)
     for ev in events:
+        if ev.text:
+            total += sys.getsizeof(ev.text)
         if ev.arguments is not None and not isinstance(ev.arguments, str):
             try:
                 total += 8 * len(orjson.dumps(ev.arguments))
