@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from proxy.app import create_app
-    from proxy.config import load_config
+    from proxy.config import load_config, upstream_is_self
     from proxy.errors import ConfigError
 
     config = load_config(
@@ -43,6 +43,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "admin_token": args.admin_token, "fail_open": True if args.fail_open else None,
         },
     )
+    looped = upstream_is_self(config)
+    if looped:
+        raise ConfigError(f"the {looped} ({getattr(config, looped)}) is Proctor's own address: every call would come "
+                          "back to it; pass --upstream (or --anthropic-upstream) with the model API's URL (OPENAI_BASE_URL "
+                          "and ANTHROPIC_BASE_URL, where agents are pointed at Proctor, are read as the upstream too)")
     try:
         import uvloop
     except ImportError:  # pragma: no cover - optional speed-up

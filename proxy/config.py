@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -63,25 +64,10 @@ class ProxyConfig(BaseModel):
     admin_token: str | None = Field(None, repr=False)  # guards /api and /ui; without it they answer on loopback only
 
 
-_ENV_FIELDS = {
-    "PROCTOR_HOST": "host",
-    "PROCTOR_PORT": "port",
-    "PROCTOR_UPSTREAM": "upstream",
-    "PROCTOR_ANTHROPIC_UPSTREAM": "anthropic_upstream",
-    "PROCTOR_STORE": "store",
-    "PROCTOR_UPSTREAM_API_KEY": "upstream_api_key",
-    "PROCTOR_ANTHROPIC_API_KEY": "anthropic_api_key",
-    "PROCTOR_CONNECT_TIMEOUT": "connect_timeout",
-    "PROCTOR_READ_TIMEOUT": "read_timeout",
-    "PROCTOR_SESSION_HEADER": "session_header",
-    "PROCTOR_POLICIES": "policies",
-    "PROCTOR_POLICY_ENGINE": "policy_engine",
-    "PROCTOR_OPA_URL": "opa_url",
-    "PROCTOR_POLICY_MODE": "policy_mode",
-    "PROCTOR_FAIL_OPEN": "fail_open",
-    "PROCTOR_DENY_RESPONSE": "deny_response",
-    "PROCTOR_ADMIN_TOKEN": "admin_token",
-}
+# Every setting has an environment variable: PROCTOR_ and its name in capitals
+# (PROCTOR_RESEND_CACHE_MB); a list setting takes its items separated by commas.
+_ENV_FIELDS = {f"PROCTOR_{name.upper()}": name for name in ProxyConfig.model_fields}
+_LIST_FIELDS = frozenset(name for name, f in ProxyConfig.model_fields.items() if "tuple" in str(f.annotation))
 
 
 def load_config(
@@ -107,10 +93,34 @@ def load_config(
             raise ConfigError(f"cannot read config file {file}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {file} is not valid TOML: {e}") from None
-    values.update({field: env[name] for name, field in _ENV_FIELDS.items() if env.get(name)})
+    values.update({
+        field: tuple(v.strip() for v in env[name].split(",") if v.strip()) if field in _LIST_FIELDS else env[name]
+        for name, field in _ENV_FIELDS.items() if env.get(name)
+    })
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return ProxyConfig(**values)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""})
+
+
+def upstream_is_self(config: ProxyConfig) -> str | None:
+    """The upstream setting that points at Proctor's own address, if one does:
+    ``OPENAI_BASE_URL`` is where users point their agent at Proctor, and it is also
+    where Proctor looks for its upstream, so a call would go round until the
+    connection pool ran dry."""
+    own = {config.host.lower()} | (_LOCAL_HOSTS if config.host.lower() in _LOCAL_HOSTS else set())
+    for name in ("upstream", "anthropic_upstream"):
+        url = urlsplit(getattr(config, name))
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:
+            continue
+        if (url.hostname or "").lower() in own and port == config.port:
+            return name
+    return None
+

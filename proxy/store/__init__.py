@@ -7,7 +7,8 @@ from proxy.store.base import SessionStore
 
 
 def open_store(url: str) -> SessionStore:
-    """Build (not yet open) the store a URL names: ``sqlite:///path.db`` or ``postgresql://...``."""
+    """Build (not yet open) the store a URL names: ``sqlite:///path.db`` (or a bare path); other
+    schemes (``postgresql://``: no PostgreSQL store is built yet) are a ConfigError."""
     if url.startswith("sqlite:") or "://" not in url:
         from proxy.store.sqlite import SqliteStore
 

@@ -4,6 +4,7 @@ the proxy recorded: the whole trajectory, in order."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -197,3 +198,13 @@ def test_serve_reports_a_bad_store_and_a_taken_port_in_one_line(tmp_path: Any) -
         port = taken.getsockname()[1]
         busy = serve("--port", str(port), "--store", f"sqlite:///{tmp_path}/p.db")
     assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr
+
+
+def test_serve_refuses_an_upstream_that_is_its_own_address(tmp_path: Any) -> None:
+    # OPENAI_BASE_URL points agents at Proctor and is read as the upstream: a call
+    # would come back round until the connection pool ran dry
+    env = {**os.environ, "OPENAI_BASE_URL": "http://127.0.0.1:18093/v1"}
+    looped = subprocess.run([sys.executable, "-m", "proxy", "serve", "--port", "18093", "--store", f"sqlite:///{tmp_path}/p.db"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert looped.returncode == 2 and "Proctor's own address" in looped.stderr and "--upstream" in looped.stderr
+    assert "Traceback" not in looped.stderr and not (tmp_path / "p.db").exists()
