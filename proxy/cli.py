@@ -185,7 +185,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 async def _replay(args: argparse.Namespace) -> Any:
     from proxy.app import build_policy_point
     from proxy.audit.export import Progress, count_sessions
-    from proxy.audit.replay import Replayer, ReplayReport, from_lines, from_store
+    from proxy.audit.replay import Replayer, ReplayReport
+    from proxy.audit.replay_input import from_lines, from_store
     from proxy.config import load_config
     from proxy.errors import ConfigError
 

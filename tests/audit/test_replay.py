@@ -117,7 +117,8 @@ def test_replayed_inputs_are_the_inputs_judged_live(make_proxy: Any, upstream: A
     trajectory window included (compared by its seq range)."""
     from proxy.app import build_policy_point
     from proxy.audit.export import load_session
-    from proxy.audit.replay import Replayer, from_dump
+    from proxy.audit.replay import Replayer
+    from proxy.audit.replay_input import from_dump
     from proxy.store import open_store
 
     proxy = record_sessions(make_proxy, upstream, tmp_path)
