@@ -115,7 +115,6 @@ def _without_lone_surrogates(value: Any) -> Any:
     return value
 
 
-
 def load_response(body: Any) -> dict[str, Any] | None:
     """The response as a dict, or None: response decoding never raises."""
     if isinstance(body, (bytes, bytearray, memoryview, str)):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -67,7 +67,7 @@ class ProxyConfig(BaseModel):
 # Every setting has an environment variable: PROCTOR_ and its name in capitals
 # (PROCTOR_RESEND_CACHE_MB); a list setting takes its items separated by commas.
 _ENV_FIELDS = {f"PROCTOR_{name.upper()}": name for name in ProxyConfig.model_fields}
-_LIST_FIELDS = frozenset(name for name, f in ProxyConfig.model_fields.items() if "tuple" in str(f.annotation))
+_LIST_FIELDS = frozenset(name for name, f in ProxyConfig.model_fields.items() if get_origin(f.annotation) is tuple)
 
 
 def load_config(

@@ -5,7 +5,7 @@ node ids and the path from the root to a node is exactly one history."""
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from adapters.model import Call, TrajectoryEvent
 
@@ -40,9 +40,7 @@ def _same_head(call: Call, prior: Call) -> bool:
     return len(head) == len(before) and all(a.hash == b.hash for a, b in zip(head, before))
 
 
-def of_call(call: Call) -> list[str]:
+def of_call(call: Call) -> Sequence[str]:
     """Node ids after each event of ``call.history``, from the root: the ones the
     decoder computed (``call.nodes``) when it did."""
-    if len(call.nodes) == len(call.history):
-        return list(call.nodes)
-    return chain(call.history)
+    return call.nodes if len(call.nodes) == len(call.history) else chain(call.history)

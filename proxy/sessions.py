@@ -91,7 +91,7 @@ class _CallIds:
 
 
 def _plan(
-    session_id: str, rule: str, call: Call, base: str, start: int, nodes: list[str], *,
+    session_id: str, rule: str, call: Call, base: str, start: int, nodes: Sequence[str], *,
     known: set[str] = frozenset(), anchor: int = -1, parent: str | None = None,
 ) -> Resolution:
     """Append history[start:] (skipping events before ``anchor`` the session holds),
@@ -200,7 +200,7 @@ class SessionResolver:
         parent = parent_header(headers)
         return parent if parent is not None and await self.store.get_session(parent) is not None else None
 
-    async def _within(self, key: SessionKey, call: Call, full: list[str]) -> Resolution:
+    async def _within(self, key: SessionKey, call: Call, full: Sequence[str]) -> Resolution:
         """An explicitly named session: append what it does not hold yet."""
         match = await self.store.match_history(full, key.session_id)
         if match.length == len(full) or match.length > 0 and not _rewritten_after(call, match.length):
@@ -228,7 +228,7 @@ class SessionResolver:
             return last + 1 if found else -1
         return last + 1 if len(found) == 1 else -1
 
-    async def _after_compaction(self, call: Call, full: list[str]) -> Resolution | None:
+    async def _after_compaction(self, call: Call, full: Sequence[str]) -> Resolution | None:
         last = _last_model_turn(call)
         if last < 0:
             return None
