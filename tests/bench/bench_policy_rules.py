@@ -37,7 +37,7 @@ from proxy.policy.embedded import EmbeddedEngine
 from proxy.policy.point import PolicyPoint, SessionView
 from proxy.store.sqlite import SqliteStore
 from tests.bench.bench_policy import one_call, seed
-from tests.bench.bench_proxy import PLACEHOLDER, agent_body
+from tests.bench.agent_requests import PLACEHOLDER, agent_body
 
 os.environ.setdefault("RUST_BACKTRACE", "0")
 
