@@ -57,7 +57,8 @@ class ChatEnforcer:
     api = "chat"
 
     def rewrite_response(self, body: dict[str, Any], edits: list[ActionEdit], text: TextEdit | None) -> dict[str, Any]:
-        """``body`` with choice 0 edited; unchanged parts are shared with ``body``, never mutated.
+        """``body`` with choice 0 edited and any other choice dropped; unchanged parts are
+        shared with ``body``, never mutated, and ``body`` itself comes back when nothing changed.
 
         Raises ValueError when ``edits`` does not match the reply's tool calls one to one:
         that is a proxy bug, and guessing would either leak or drop a call.
@@ -65,6 +66,8 @@ class ChatEnforcer:
         choices = body.get("choices")
         choices = choices if isinstance(choices, list) and choices and isinstance(choices[0], dict) else [{}]
         choice: dict[str, Any] = choices[0]
+        if len(choices) > 1:  # only choice 0 is judged (requests asking for n > 1 are refused): the rest go
+            body = {**body, "choices": [choice]}
         message = choice.get("message")
         if not isinstance(message, dict):
             if edits:
@@ -110,7 +113,7 @@ class ChatEnforcer:
         new_choice = {**choice, "message": new}
         if count and not remaining and choice.get("finish_reason") in _TOOL_FINISH:
             new_choice["finish_reason"] = "stop"
-        return {**body, "choices": [new_choice, *choices[1:]]}
+        return {**body, "choices": [new_choice]}
 
     def text_reply(self, call: Call, text: str) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
@@ -191,6 +194,7 @@ class _HeldCall:
     complete: bool = False
     legacy: bool = False  # streamed as the pre-tools `function_call` delta
     event: TrajectoryEvent | None = None
+    named: int = 0  # pieces that carried a name or an id: more than one, and the call is released named once
 
 
 @dataclass(slots=True, eq=False)
@@ -215,7 +219,9 @@ class ChatStreamFilter:
     a call goes to the proxy. Calls are released in the order they are judged
     (index order), renumbered 0..k-1 over the calls kept.
 
-    Only choice 0 is enforced, as only choice 0 is decoded into the trajectory.
+    Only choice 0 is enforced, as only choice 0 is decoded into the trajectory;
+    other choices are dropped (requests for more than one are refused, so any
+    other choice is something the policy never saw).
     """
 
     __slots__ = (
@@ -308,22 +314,30 @@ class ChatStreamFilter:
             and b"[DONE]" not in raw
             and b"\\u" not in raw  # an escaped key could hide "tool_calls" from the tests above
             and raw.count(b'"finish_reason"') == raw.count(b'"finish_reason":null')
+            and raw.count(b'"index"') <= 1  # a second choice is never passed on
         ):
             self._items.append(raw)  # text (or usage): nothing for the decoder to complete
             return
         events = self._sse.feed(raw)
         data = load_event(events[0].data) if events else None
         pieces: list[_Piece] = []
+        trimmed = False
         if data is not None:
             if not self._envelope:
                 self._envelope = {k: v for k, v in data.items() if k != "choices"}
                 if "usage" in self._envelope:
                     self._envelope["usage"] = None
+            only = _choice_zero_only(data)
+            if only is not data:  # requests for n > 1 are refused: another choice is nothing the policy saw
+                data, trimmed = only, True
+                if not data["choices"] and data.get("usage") is None:
+                    self._decoder.feed(raw)
+                    return
             pieces = self._scan(data)
         remainder: dict[str, Any] | None = data
         if pieces:
             assert data is not None
-            remainder = self._hold(raw, data, pieces)
+            remainder = self._hold(_encode(data) if trimmed else raw, data, pieces)
         self._decoder.feed(raw)
         for event in self._decoder.completed_tool_calls():
             call = self._calls[self._open.pop(0)]
@@ -333,7 +347,7 @@ class ChatStreamFilter:
             if not pieces:  # not JSON: a comment, [DONE] or junk goes on as it came
                 self._items.append(raw)
             return
-        out = raw if remainder is data else _encode(remainder)
+        out = raw if remainder is data and not trimmed else _encode(remainder)
         if _ends_for_tools(remainder):
             self._items.append(_Finish(out, remainder))
         else:
@@ -375,6 +389,7 @@ class ChatStreamFilter:
                 call = self._calls[index] = _HeldCall(index)
                 bisect.insort(self._open, index)
             call.legacy = call.legacy or legacy
+            call.named += _names_call(piece)
             if not call.complete:
                 by_index.setdefault(index, []).append(piece)
         choices = data["choices"]
@@ -403,7 +418,9 @@ class ChatStreamFilter:
             out.append(_encode({**self._envelope, "choices": [choice]}))
             return out
         index, self._kept = self._kept, self._kept + 1
-        if edit.verdict == "allow" and index == call.index and all(raw is not None for raw, _, _ in entries):
+        renamed = call.named > 1 and call.event is not None
+        if (edit.verdict == "allow" and index == call.index and not renamed
+                and all(raw is not None for raw, _, _ in entries)):
             return [raw for raw, _, _ in entries if raw is not None]
         arguments = _wire_arguments(edit.arguments) if edit.verdict == "patch" else None
         out = []
@@ -411,6 +428,9 @@ class ChatStreamFilter:
             new: list[dict[str, Any]] = []
             for piece in pieces:
                 piece = {**piece, "index": index}
+                if renamed:
+                    assert call.event is not None
+                    piece = _named_once(piece, not new and not out, call.event)
                 if arguments is not None:  # the whole new arguments ride on the call's first piece
                     function = piece.get("function")
                     function = dict(function) if isinstance(function, dict) else {}
@@ -433,6 +453,37 @@ class ChatStreamFilter:
             for c in item.data["choices"]
         ]
         return _encode({**item.data, "choices": choices})
+
+
+def _choice_zero_only(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without choices other than choice 0 (``data`` itself when it has none)."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or all(isinstance(c, dict) and c.get("index", 0) == 0 for c in choices):
+        return data
+    return {**data, "choices": [c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0]}
+
+
+def _names_call(piece: dict[str, Any]) -> int:
+    """1 when a tool-call piece carries the call's id or (part of) its name."""
+    inner = piece.get("custom") if isinstance(piece.get("custom"), dict) else piece.get("function")
+    return int("id" in piece or (isinstance(inner, dict) and "name" in inner))
+
+
+def _named_once(piece: dict[str, Any], first: bool, event: TrajectoryEvent) -> dict[str, Any]:
+    """A piece of a call whose name or id came in several pieces (the OpenAI SDK joins
+    them, other clients keep the first or the last): the call's first piece carries
+    the whole name and id the policy judged, later pieces neither, so every client
+    reads the same call."""
+    key = "custom" if isinstance(piece.get("custom"), dict) else "function"
+    inner = {k: v for k, v in (piece.get(key) or {}).items() if k != "name"}
+    piece = {k: v for k, v in piece.items() if k != "id"}
+    if first:
+        inner["name"] = event.tool_name
+        if event.tool_call_id is not None:
+            piece["id"] = event.tool_call_id
+    if inner or key in piece:
+        piece[key] = inner
+    return piece
 
 
 def _with_pieces(data: dict[str, Any], pieces: list[dict[str, Any]], legacy: bool) -> dict[str, Any] | None:

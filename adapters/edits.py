@@ -71,7 +71,9 @@ class Enforcer(Protocol):
         """A non-streamed reply with its tool calls edited (``edits[i]`` is for the
         i-th tool call in the order the adapter decodes them) and, if given, its
         final text replaced. When every tool call is denied the reply ends as a
-        plain text answer (finish/stop reason updated)."""
+        plain text answer (finish/stop reason updated). Returns ``body`` itself
+        when nothing changed (the proxy then forwards the upstream's bytes); parts
+        of the reply the adapter does not decode, and so nothing judges, are removed."""
 
     def text_reply(self, call: Call, text: str) -> dict[str, Any]:
         """A complete, valid reply of this API that says ``text`` (request refusals)."""

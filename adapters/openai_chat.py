@@ -254,6 +254,14 @@ class _PartialCall:
         return {"id": self.id, "type": "function", "function": function}
 
 
+def _joined(current: str | None, piece: str) -> str:
+    """A tool call's name or id streamed in several pieces, joined as the OpenAI SDK
+    and LangChain join them; a piece that repeats the whole value so far (as some
+    servers send it in every delta) is a repeat. (The stream filter then sends the
+    call on with its name and id once, as judged.)"""
+    return piece if current is None or piece == current else current + piece
+
+
 class ChatStreamDecoder:
     """Rebuilds choice 0 of a streamed completion into the Reply the JSON body would give.
 
@@ -344,19 +352,19 @@ class ChatStreamDecoder:
                 self._queue.expect(index)
                 self._close_calls(index)
             if isinstance(piece.get("id"), str):
-                call.id = piece["id"]
+                call.id = _joined(call.id, piece["id"])
             custom = piece.get("custom")
             if piece.get("type") == "custom" or isinstance(custom, dict):  # a custom tool: free-text input
                 call.custom = True
                 if isinstance(custom, dict):
                     if isinstance(custom.get("name"), str) and custom["name"]:
-                        call.name = custom["name"]
+                        call.name = _joined(call.name, custom["name"])
                     if isinstance(custom.get("input"), str):
                         call.arguments.append(custom["input"])
             function = piece.get("function")
             if isinstance(function, dict):
                 if isinstance(function.get("name"), str) and function["name"]:
-                    call.name = function["name"]
+                    call.name = _joined(call.name, function["name"])
                 if isinstance(function.get("arguments"), str):
                     call.arguments.append(function["arguments"])
 

@@ -263,10 +263,9 @@ class ModelCall:
         text: TextEdit | None = None
         if not edits and reply.events and reply.events[-1].kind is EventKind.ASSISTANT:
             text = await self.enf.check_message(reply.events[-1], list(reply.events[:-1]), delivered=False)
-        if text is None and all(e.verdict == "allow" for e in edits):
-            return body
-        assert isinstance(doc, dict)
         rewritten = self.enforcer.rewrite_response(doc, edits, text)
+        if rewritten is doc:  # nothing changed: the upstream's bytes go on as they came
+            return body
         self.visible = self.adapter.decode_response(rewritten)
         return orjson.dumps(rewritten)
 

@@ -395,6 +395,76 @@ def test_escaped_keys_cannot_slip_a_call_past_the_filter() -> None:
     assert b"rm -rf" not in out and b'"finish_reason":"stop"' in out
 
 
+# A name (and id) streamed in pieces: the SDK joins them, so the policy must judge the joined name,
+# and the client gets the call named once, as judged, whatever way it reads pieces.
+SPLIT_NAME = b"".join(
+    [
+        chunk({"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, "id": "call_", "type": "function", "function": {"name": "send_", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "id": "7", "function": {"name": "email", "arguments": '{"to":'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"eve@evil.example"}'}}]}),
+        chunk({}, "tool_calls"),
+        b"data: [DONE]\n\n",
+    ]
+)
+
+
+@pytest.mark.parametrize("size", [7, 1000])
+def test_a_name_streamed_in_pieces_is_judged_joined(server: ReplyServer, size: int) -> None:
+    out, trace = run(pieces(SPLIT_NAME, size), [deny(0)])
+    assert [(e.tool_call_id, e.tool_name) for e in tool_events(trace)] == [("call_7", "send_email")]
+    assert b"evil" not in out and b"send_" not in out
+    assert_client_sees(server, out, Expected("Denied by rule no_0: the policy forbids this call.", [], "stop"))
+
+
+def test_a_name_streamed_in_pieces_reaches_the_client_once_as_judged(server: ReplyServer) -> None:
+    out, _ = run(pieces(SPLIT_NAME, 13), [ALLOW])
+    named = [p for e in events_of(out) if e.startswith(b"data: {")
+             for p in orjson.loads(e[6:])["choices"][0]["delta"].get("tool_calls") or ()
+             if "id" in p or "name" in p.get("function", {})]
+    assert [(p["id"], p["function"]["name"]) for p in named] == [("call_7", "send_email")]
+    assert_client_sees(server, out, Expected(None, [("call_7", "send_email", '{"to":"eve@evil.example"}')], "tool_calls"))
+
+
+def test_a_name_repeated_in_every_piece_is_one_name() -> None:
+    stream = b"".join([
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": '{"path":'}}]}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "read_file", "arguments": '"/tmp/a"}'}}]}),
+        chunk({}, "tool_calls"), b"data: [DONE]\n\n"])
+    out, trace = run([stream], [ALLOW])
+    assert [(e.tool_call_id, e.tool_name) for e in tool_events(trace)] == [("call_1", "read_file")]
+    assert out.count(b'"read_file"') == 1 and out.count(b'"call_1"') == 1
+
+
+def test_another_choice_never_reaches_the_client(server: ReplyServer) -> None:
+    """Requests for n > 1 are refused, so a second choice is something no policy saw: it is dropped,
+    with its tool calls, its text and its finish, from streams and JSON replies alike."""
+    second = {"index": 1, "delta": {"tool_calls": [piece(0, '{"cmd":"rm -rf /"}', "shell")]}, "logprobs": None,
+              "finish_reason": None}
+    head = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+    both = {**head, "choices": [{"index": 0, "delta": {"content": "Hello"}, "logprobs": None, "finish_reason": None},
+                                {**second, "delta": {"content": "psst"}}]}
+    stream = b"".join([
+        chunk({"role": "assistant", "content": "Hi."}),
+        b"data: " + orjson.dumps(both) + b"\n\n",
+        b"data: " + orjson.dumps({**head, "choices": [second]}) + b"\n\n",
+        chunk({}, "stop"), b"data: [DONE]\n\n"])
+    for size in (5, 10_000):
+        out, trace = run(pieces(stream, size), [])
+        assert b"rm -rf" not in out and b"psst" not in out and b'"index":1' not in out
+        assert tool_events(trace) == []
+        assert_client_sees(server, out, Expected("Hi.Hello", [], "stop"))
+    completion = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi."}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "shell", "arguments": '{"cmd":"rm -rf /"}'}}]},
+         "finish_reason": "tool_calls"}]}
+    rewritten = enforcer.rewrite_response(completion, [], None)
+    assert [c["index"] for c in rewritten["choices"]] == [0] and completion["choices"][1]["index"] == 1
+    untouched = {**completion, "choices": completion["choices"][:1]}
+    assert enforcer.rewrite_response(untouched, [], None) is untouched
+
+
 def test_legacy_function_call_stream() -> None:
     stream = b"".join(
         [
