@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +23,12 @@ from adapters.edits import ActionEdit, Enforcer, TextEdit
 from adapters.model import Call, EventKind, Reply, TrajectoryEvent
 from adapters.resend import ResendCache
 from proxy import history
-from proxy.config import ProxyConfig
 from proxy.context import PROXY, Proxy
 from proxy.enforcement import Enforcement, refusal_text
 from proxy.errors import InvalidRequest, ProctorError, UpstreamUnavailable
 from proxy.ids import random_hex
 from proxy.policy.decision import Finding
+from proxy.redact import call_secrets, redact_credentials, redact_decision, redact_events, redact_json
 from proxy.sessions import Resolution, spawn_hashes
 from proxy.store.base import CallRecord, NewCall
 from proxy.upstream import forwardable, read_body
@@ -389,6 +388,13 @@ class ModelCall:
             # nodes of a rewritten reply stand for what the client saw, not for stored events
             nodes.append((node, parent, len(res.append) + i if self.visible is None else -1))
             parent = node
+        decisions = enf.records if enf is not None else ()
+        labels = enf.labels if enf is not None else {}
+        secrets = call_secrets(self.request.headers, self.proxy.config)
+        if secrets and (redacted := redact_events(events, secrets)) is not None:
+            # what the policy saw, said and labelled came from the same texts
+            events, labels = redacted, redact_json(labels, secrets)
+            decisions = [redact_decision(d, secrets) for d in decisions]
         usage = outcome.reply.usage
         record = CallRecord(
             id=self.call_id, session_id=res.session_id, api=self.adapter.api, path=self.request.path,
@@ -404,22 +410,10 @@ class ModelCall:
                 request_node=None if self.withheld else res.tail or None,
                 reply_hashes=list(dict.fromkeys(ev.hash for ev in (*reply_events, *visible))),
                 spawn_hashes=spawn_hashes(reply_events),
-                labels=enf.labels if enf is not None else {}, terminate=enf.terminate if enf is not None else False,
-                decisions=enf.records if enf is not None else (),
+                labels=labels, terminate=enf.terminate if enf is not None else False,
+                decisions=decisions,
             )
         )
-
-
-def redact_credentials(text: str, headers: Mapping[str, str], config: ProxyConfig) -> str:
-    """``text`` without the credentials of this call: some upstreams echo a rejected
-    key in their error body, which Proctor records."""
-    secrets = [config.upstream_api_key, config.anthropic_api_key, headers.get("x-api-key"), headers.get("api-key")]
-    auth = headers.get("Authorization", "")
-    secrets.append(auth.split(None, 1)[1] if " " in auth.strip() else auth)
-    for secret in secrets:
-        if secret and len(secret.strip()) >= 8:
-            text = text.replace(secret.strip(), "[redacted]")
-    return text
 
 
 def _error_event(err: ProctorError) -> TrajectoryEvent:

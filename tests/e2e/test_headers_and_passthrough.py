@@ -116,6 +116,40 @@ def test_client_key_never_reaches_the_store(proxy: Any, upstream: Any) -> None:
         assert needle.encode() not in blob
 
 
+def test_a_key_echoed_in_a_reply_never_reaches_the_store(proxy: Any, upstream: Any) -> None:
+    """A model (or a gateway) that echoes the key in a 200 reply, as text and inside a
+    tool call's arguments, streamed or not: the client gets the reply as it came, the
+    store and the decision log hold [redacted], and the agent sending the key back in
+    its history still continues the same session."""
+    leaky = Turn(text=f"Your key is {KEY}.", tool_calls=(ToolCallSpec("get_weather", {"city": "Bern", "note": KEY}),))
+    upstream.answer(leaky)
+    client = openai.OpenAI(base_url=proxy.url, api_key=KEY, max_retries=0)
+    first = client.chat.completions.create(**CHAT)
+    assert KEY in (first.choices[0].message.content or "")  # the client's own reply is not touched
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    history = [*CHAT["messages"], first.choices[0].message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": f"sunny; used {KEY}"}]
+    upstream.answer(echo_responder)
+    second = client.chat.completions.with_raw_response.create(model="gpt-test", messages=history)
+    streamed = client.chat.completions.with_raw_response.create(**CHAT, stream=True)
+    upstream.answer(leaky)
+    list(client.chat.completions.create(**{**CHAT, "messages": [{"role": "user", "content": "again"}]}, stream=True))
+    aclient = anthropic.Anthropic(base_url=proxy.base, api_key=KEY, max_retries=0)
+    aclient.messages.create(**MESSAGES)
+    aclient.close()
+    client.close()
+    streamed.parse().close()
+
+    sid = second.headers["X-Proctor-Session"]
+    texts = [e.text or "" for e in events_of(proxy, sid)]
+    assert len(calls_of(proxy, sid)) == 2  # the history with the key in it continued the session
+    assert any("Your key is [redacted]." in t for t in texts) and any("used [redacted]" in t for t in texts)
+    path = proxy.config.store.removeprefix("sqlite:///")
+    blob = b"".join(open(f, "rb").read() for f in glob.glob(path + "*"))
+    assert b"Your key is [redacted]" in blob
+    assert KEY.encode() not in blob and b"sk-Client-Secret" not in blob
+
+
 # ---- the session header ----------------------------------------------------------------
 
 
