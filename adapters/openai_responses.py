@@ -1,7 +1,8 @@
 """OpenAI Responses (``POST /v1/responses``) as trajectory events.
 
 Only the items a client acts on become events: messages, ``function_call`` /
-``custom_tool_call`` and their outputs. Reasoning, item references and hosted
+``custom_tool_call``, the calls of built-in tools the client runs (local shell,
+shell, apply patch, computer) and their outputs. Reasoning, item references and hosted
 tool calls (web search, file search, ...) run on the provider's side and are
 skipped, in requests and responses alike, so a response and the next request
 that re-sends it hash the same.
@@ -10,6 +11,8 @@ that re-sends it hash the same.
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
 
 from adapters.base import BadRequest
 from adapters.common import (
@@ -45,6 +48,16 @@ _KINDS = {
 }
 _CALLS = frozenset({"function_call", "custom_tool_call"})
 _OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
+# Built-in tools the client runs (not hosted ones): the call item's type -> (the tool's
+# name in events and policies, the field that holds what to do, an object).
+ACTION_CALLS = {
+    "local_shell_call": ("local_shell", "action"),  # {"type": "exec", "command": [argv], ...}
+    "shell_call": ("shell", "action"),  # {"commands": ["...", ...], ...}
+    "apply_patch_call": ("apply_patch", "operation"),  # {"type": "update_file", "path", "diff"}
+    "computer_call": ("computer", "action"),  # {"type": "click", "x", "y", ...}
+}
+_ACTION_OUTPUTS = frozenset(f"{kind}_output" for kind in ACTION_CALLS)
+_ALL_CALLS = _CALLS | ACTION_CALLS.keys()
 _NOT_PARAMS = frozenset(
     {"model", "input", "instructions", "tools", "stream", "previous_response_id", "conversation", "store"}
 )
@@ -175,20 +188,35 @@ def _item_event(item: dict[str, Any], names: dict[str, str]) -> TrajectoryEvent 
         role = str_or_none(item.get("role"))
         text = "".join(_text_parts(item.get("content"), "", strict=False))
         return TrajectoryEvent(kind=_KINDS.get(role or "", EventKind.USER), text=text, role=role)
-    if kind in _CALLS:
+    if kind in _ALL_CALLS:
         event = _call_event(item)
         if event.tool_name is not None and event.tool_call_id is not None:
             names[event.tool_call_id] = event.tool_name
         return event
-    if kind in _OUTPUTS:
+    if kind in _OUTPUTS or kind in _ACTION_OUTPUTS:
         call_id = str_or_none(item.get("call_id"))
-        text = "".join(_text_parts(item.get("output"), "", strict=False))
+        if call_id is None and kind == "local_shell_call_output":  # it names its call by "id"
+            call_id = str_or_none(item.get("id"))
+        output = item.get("output")
+        if kind in _ACTION_OUTPUTS and not isinstance(output, str):  # shell runs, screenshots: kept as JSON
+            text = orjson.dumps(output).decode() if output is not None else ""
+        else:
+            text = "".join(_text_parts(output, "", strict=False))
         name = names.get(call_id) if call_id is not None else None
         return TrajectoryEvent(kind=EventKind.TOOL_RESULT, text=text, tool_name=name, tool_call_id=call_id)
     return None
 
 
 def _call_event(item: dict[str, Any]) -> TrajectoryEvent:
+    action = ACTION_CALLS.get(item.get("type"))  # type: ignore[arg-type]
+    if action is not None:  # a built-in tool: named by its type, judged by what it is told to do
+        name, field = action
+        return TrajectoryEvent(
+            kind=EventKind.TOOL_CALL,
+            tool_name=name,
+            arguments=item.get(field),
+            tool_call_id=str_or_none(item.get("call_id")),
+        )
     # function arguments are JSON; custom tool input is free text, kept raw and said to be text
     function = item.get("type") == "function_call"
     return TrajectoryEvent(
@@ -305,7 +333,7 @@ class ResponsesStreamDecoder:
             self.finished = True
             output = self._final.get("output")
             for i, item in enumerate(output if isinstance(output, list) else ()):
-                if isinstance(item, dict) and item.get("type") in _CALLS:
+                if isinstance(item, dict) and item.get("type") in _ALL_CALLS:
                     self._queue.complete(i, _call_event(item))
         elif isinstance(data.get("response"), dict):  # response.created / in_progress / queued
             self._response = data["response"]
@@ -318,7 +346,7 @@ class ResponsesStreamDecoder:
             self._items[index] = item
             if kind.endswith("done"):
                 self._done.add(index)
-            if item.get("type") in _CALLS:
+            if item.get("type") in _ALL_CALLS:
                 if index in self._done:
                     self._queue.complete(index, _call_event(item))
                 else:

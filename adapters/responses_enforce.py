@@ -30,13 +30,13 @@ import orjson
 from adapters.common import load_event, str_or_none
 from adapters.edits import ActionEdit, TextEdit
 from adapters.model import Call, TrajectoryEvent
-from adapters.openai_responses import ResponsesAdapter
+from adapters.openai_responses import ACTION_CALLS, ResponsesAdapter
 from adapters.sse import SSEParser, encode_sse
 
 Json = dict[str, Any]
 
-# Private copies of the Responses adapter's own sets, so both judge the same items.
-_CALLS = frozenset({"function_call", "custom_tool_call"})
+# The Responses adapter's own sets, so both judge the same items.
+_CALLS = frozenset({"function_call", "custom_tool_call", *ACTION_CALLS})
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _TEXT_DELTAS = frozenset({"response.output_text.delta", "response.refusal.delta"})
 _ADDED = "response.output_item.added"
@@ -385,6 +385,8 @@ def _final_item(rest: deque[_Frame], index: int, added: Json) -> Json | None:
 def _edited(item: Json, edit: ActionEdit, after_text: bool) -> Json:
     """What stands where call ``item`` was: itself with new arguments, or a message
     saying why it is gone. Any verdict but allow and patch denies (fail closed)."""
+    if edit.verdict == "patch" and item["type"] in ACTION_CALLS:  # a built-in tool's action, an object
+        return {**item, ACTION_CALLS[item["type"]][1]: edit.arguments}
     if edit.verdict == "patch":
         key = _WIRE[item["type"]][0]
         arguments = edit.arguments
@@ -392,17 +394,23 @@ def _edited(item: Json, edit: ActionEdit, after_text: bool) -> Json:
         if not (item["type"] == "custom_tool_call" and isinstance(arguments, str)):
             arguments = orjson.dumps(arguments).decode()
         return {**item, key: arguments}
-    message = edit.message if edit.message is not None else f"The call to {item.get('name')} was denied by policy."
+    message = edit.message if edit.message is not None else f"The call to {item.get('name') or ACTION_CALLS.get(item['type'], ('a tool',))[0]} was denied by policy."
     return _message(_derived_id(f"{item.get('id')}|{item.get('call_id')}"), f"\n\n{message}" if after_text else message)
 
 
 def _patch_events(held: _Held, item: Json) -> list[Json]:
     """The call streamed again with its new arguments in one delta; the original
     events serve as templates so fields this module does not know survive."""
-    key, delta_type, done_type = _WIRE[item["type"]]
-    index, value = held.index, item[key]
-    where = {"item_id": item.get("id"), "output_index": index}
+    index = held.index
     seen = {frame.kind: frame.data for frame in held.span if frame.data is not None}
+    if item["type"] in ACTION_CALLS:  # streamed whole, with no deltas
+        return [
+            {**seen.get(_ADDED, {"type": _ADDED, "output_index": index}), "item": item},
+            {**seen.get(_DONE, {"type": _DONE, "output_index": index}), "item": item},
+        ]
+    key, delta_type, done_type = _WIRE[item["type"]]
+    value = item[key]
+    where = {"item_id": item.get("id"), "output_index": index}
     return [
         {**seen.get(_ADDED, {"type": _ADDED, "output_index": index}), "item": {**held.added, key: ""}},
         {"type": delta_type, **where, "delta": value},

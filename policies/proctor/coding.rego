@@ -17,7 +17,9 @@
 # path}, dangerous_commands [{"regex", "why"}], credential_paths [regex], scratch_dirs.
 # An argument may also be a list of names, the first one the call has counting
 # (agents name the same tool's argument differently); a command may be a string
-# or, as Codex sends it, an argv list (["bash", "-lc", "..."]), judged joined by spaces.
+# or, as Codex sends it, an argv list (["bash", "-lc", "..."]), judged joined by spaces;
+# an argument named "commands" holds a list of whole commands (the Responses
+# API's shell tool), judged joined by " ; ".
 package proctor
 
 import rego.v1
@@ -47,6 +49,11 @@ coding_tool_spec(kind) := object.get(settings, ["coding", kind, tool_call.tool_n
 shell_command := cmd if {
 	cmd := tool_call.arguments[coding_arg("shell_tools")]
 	is_string(cmd)
+} else := concat(" ; ", [c | some c in cmds; is_string(c)]) if {
+	# a list of whole commands, as the Responses API's shell tool sends them
+	coding_arg("shell_tools") == "commands"
+	cmds := tool_call.arguments.commands
+	is_array(cmds)
 } else := cmd if {
 	argv := tool_call.arguments[coding_arg("shell_tools")]
 	is_array(argv)
