@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from adapters.base import Adapter, BadRequest
 from adapters.common import NotJson, loads_reply
@@ -98,6 +99,11 @@ def decode_call(adapter: Adapter, raw: bytes, resent: ResendCache | None = None)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        try:
+            raw.decode()
+        except UnicodeDecodeError as bad:  # the policy would judge U+FFFD where the model reads other bytes
+            raise InvalidRequest(f"the request body is not valid UTF-8 (byte {bad.start}); send JSON in UTF-8",
+                                 code="invalid_json") from None
         try:  # what strict JSON refuses but clients send: a lone surrogate a reply carried, NaN
             body = loads_reply(raw)
         except NotJson:
@@ -114,14 +120,22 @@ def decode_call(adapter: Adapter, raw: bytes, resent: ResendCache | None = None)
     return call
 
 
-async def read_within(request: web.Request, seconds: float) -> bytes:
-    """The request body, or TimeoutError after ``seconds``. (asyncio.timeout arms a
-    timer on this task; wait_for would wrap the read in a task of its own, a loop
-    iteration more on every call.)"""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await request.read()
-    return await asyncio.wait_for(request.read(), seconds)  # pragma: no cover - Python 3.10
+async def read_within(request: web.Request, seconds: float, limit: int | None = None) -> bytes:
+    """The request body, or TimeoutError after ``seconds``; InvalidRequest for a body
+    declared larger than ``limit`` (at once, before it is sent) or one that cannot be
+    decoded as its Content-Encoding says. (asyncio.timeout arms a timer on this task;
+    wait_for would wrap the read in a task of its own, a loop iteration more on every call.)"""
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise body_too_large(limit)
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(seconds):
+                return await request.read()
+        return await asyncio.wait_for(request.read(), seconds)  # pragma: no cover - Python 3.10
+    except RequestPayloadError as e:
+        reason = " ".join(str(e).split()).removeprefix("400, message: ")
+        raise InvalidRequest(f"the request body could not be read ({reason}); send it as its Content-Encoding "
+                             "header says, or uncompressed without one", code="invalid_body") from None
 
 
 async def handle_model_call(request: web.Request, adapter: Adapter, enforcer: Enforcer) -> web.StreamResponse:
@@ -180,10 +194,13 @@ class ModelCall:
     async def run(self) -> web.StreamResponse:
         proxy, request = self.proxy, self.request
         timed_out = False
+        unreadable: InvalidRequest | None = None
         try:
-            raw: bytes | None = await read_within(request, proxy.config.client_body_timeout)
+            raw: bytes | None = await read_within(request, proxy.config.client_body_timeout, proxy.config.max_body_bytes)
         except web.HTTPRequestEntityTooLarge:
             raw = None
+        except InvalidRequest as err:
+            raw, unreadable = b"", err
         except ConnectionResetError:  # aiohttp's ClientConnectionResetError is one too
             # The client left mid-upload: there is no one to answer and no call to record.
             return web.Response(status=400)
@@ -192,6 +209,8 @@ class ModelCall:
         try:
             if timed_out:
                 raise body_too_slow(proxy.config.client_body_timeout)
+            if unreadable is not None:
+                raise unreadable
             if raw is None:
                 raise body_too_large(proxy.config.max_body_bytes)
             self.call = call = decode_call(self.adapter, raw, proxy.resend)

@@ -46,7 +46,8 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     api = upstream_api(request)
     try:
         try:
-            body = await read_within(request, proxy.config.client_body_timeout) if request.body_exists else None
+            body = await read_within(request, proxy.config.client_body_timeout, proxy.config.max_body_bytes) \
+                if request.body_exists else None
         except asyncio.TimeoutError:
             raise body_too_slow(proxy.config.client_body_timeout) from None
         up = await proxy.upstream.send(

@@ -431,3 +431,50 @@ def test_a_client_gone_before_the_stream_starts_is_recorded(make_proxy: Any, loo
         assert "disconnected before the response started" in (call.error or "")
         assert [e.kind.value for e in events_of(proxy, "gone-early")] == ["user"]
         assert httpx.get(proxy.base + "/healthz").status_code == 200
+
+
+def _reply_of(conn: socket.socket) -> tuple[bytes, dict[str, Any]]:
+    reply = b""
+    with conn:
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            piece = conn.recv(65536)
+            if not piece:
+                break
+            reply += piece
+    status_line, _, rest = reply.partition(b"\r\n")
+    return status_line, orjson.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_a_body_declared_too_large_is_refused_before_it_is_sent(make_proxy: Any, upstream: Any) -> None:
+    """The answer comes at once, not after client_body_timeout (30 s here) of waiting for bytes never sent."""
+    proxy = make_proxy(max_body_bytes=2048, client_body_timeout=30)
+    for path in (b"/v1/chat/completions", b"/v1/embeddings"):
+        conn = _raw_request(proxy, b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                   b"X-Proctor-Session: big-" + path[4:8] + b"\r\nContent-Length: 9000000\r\n\r\n{")
+        conn.settimeout(5)
+        status_line, body = _reply_of(conn)
+        assert b" 413 " in status_line and body["error"]["code"] == "body_too_large"
+    assert recorded(proxy, "big-chat").status == 413 and recorded(proxy, "big-embe").status == 413
+    still_serves(proxy, upstream)
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/responses", "/messages", "/embeddings"])
+def test_a_body_that_does_not_decode_as_its_content_encoding_says_is_400(path: str, proxy: Any, upstream: Any) -> None:
+    resp = post(proxy.url + path, b"this is not gzip", {"Content-Encoding": "gzip", "X-Proctor-Session": f"enc{path}"})
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert error["code"] == "invalid_body" and "Content-Encoding" in error["message"]
+    if path == "/messages":
+        assert resp.json()["type"] == "error" and error["type"] == "invalid_request_error"
+    assert recorded(proxy, f"enc{path}").status == 400
+    still_serves(proxy, upstream)
+
+
+def test_a_body_that_is_not_utf8_is_400_not_judged_as_replacement_characters(proxy: Any, upstream: Any) -> None:
+    upstream.received.clear()
+    body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "caf\xe9 \xff"}]}'
+    resp = post(proxy.url + "/chat/completions", body)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "invalid_json" and "UTF-8" in resp.json()["error"]["message"]
+    assert upstream.received == []  # the model never read what the policy could not
+    still_serves(proxy, upstream)
