@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import sqlite3
 import sys
 from typing import Any, Sequence
 
@@ -76,8 +77,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_sessions(args: argparse.Namespace) -> int:
     from proxy import render
 
-    sessions = asyncio.run(_with_store(_store_url(args), lambda s: s.list_sessions(limit=args.limit)))
+    sessions = asyncio.run(_with_store(_store_url(args), lambda s: s.list_sessions(limit=args.limit + 1)))
+    more, sessions = len(sessions) > args.limit, sessions[: args.limit]
     print(render.sessions_json(sessions) if args.json else render.sessions_table(sessions))
+    if more:
+        print(f"proctor: the newest {args.limit} sessions; --limit N shows more", file=sys.stderr)
     return 0
 
 
@@ -257,11 +261,16 @@ async def _with_store(url: str, fn: Any) -> Any:
     from proxy.errors import ConfigError
     from proxy.store import open_store
     from proxy.store.sqlite import SqliteStore
+    from proxy.store.sqlite_schema import not_a_store
 
     store = open_store(url)
-    if isinstance(store, SqliteStore) and not os.path.exists(store.path):
-        raise ConfigError(f"no Proctor store at {os.path.abspath(store.path)}: run this where `proctor serve` "
-                          "records, or pass --store sqlite:///path/to/proctor.db")
+    if isinstance(store, SqliteStore):
+        if not os.path.exists(store.path):
+            raise ConfigError(f"no Proctor store at {os.path.abspath(store.path)}: run this where `proctor serve` "
+                              "records, or pass --store sqlite:///path/to/proctor.db")
+        problem = not_a_store(store.path)  # opening would migrate it: never another program's database
+        if problem:
+            raise ConfigError(f"{os.path.abspath(store.path)} {problem}; pass --store sqlite:///path/to/proctor.db")
     await store.open()
     try:
         return await fn(store)
@@ -304,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=None)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "sessions":
-            p.add_argument("--limit", type=int, default=50)
+            p.add_argument("--limit", type=_non_negative, default=50, help="at most this many, newest first (default 50)")
         p.set_defaults(func=fn)
 
     policy = sub.add_parser("policy", help="work with policy directories").add_subparsers(dest="policy_command", required=True)
@@ -356,6 +365,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ProctorError as e:
         print(f"proctor: {e.message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `proctor show ID | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except sqlite3.DatabaseError as e:  # a damaged store (cut short, overwritten) while reading it
+        print(f"proctor: the store could not be read ({e}); it may be damaged: restore it from a copy, "
+              "or pass another --store", file=sys.stderr)
         return 2
 
 

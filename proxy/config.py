@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from proxy.errors import ConfigError
 
@@ -62,6 +62,18 @@ class ProxyConfig(BaseModel):
     deny_response: Literal["error", "message"] = "error"  # request-stage denials: 403 error or assistant text
     approval_timeout: float = Field(300.0, gt=0)  # an unanswered ask is denied after this long
     admin_token: str | None = Field(None, repr=False)  # guards /api and /ui; without it they answer on loopback only
+
+    @field_validator("upstream", "anthropic_upstream", "opa_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = urlsplit(value)
+            url.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as e:
+            raise ValueError(f"{value!r} is not a URL ({e})") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL with a host, such as https://api.openai.com/v1")
+        return value
 
 
 # Every setting has an environment variable: PROCTOR_ and its name in capitals

@@ -141,9 +141,9 @@ class SqliteStore:
             # call's changed pages at most (a few hundred KB), gone at the commit.
             conn.execute("PRAGMA temp_store=MEMORY")
             _migrate(conn)
-        except sqlite3.OperationalError as e:  # e.g. its directory does not exist, or is not writable
-            error = ConfigError(f"cannot open the store {Path(self.path).resolve()}: {e}; check --store and that its "
-                                "directory exists and is writable")
+        except sqlite3.DatabaseError as e:  # its directory does not exist or is not writable; not a database
+            error = ConfigError(f"cannot open the store {Path(self.path).resolve()}: {e}; check --store, that its "
+                                "directory exists and is writable, and that the file is a Proctor store")
             loop.call_soon_threadsafe(ready.set_exception, error)
             return
         except BaseException as e:  # report to the opener, then stop

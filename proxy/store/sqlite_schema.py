@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from typing import Callable
+from urllib.parse import quote
 
 import sqlite_utils
 
@@ -133,6 +134,26 @@ def _node_end_indexes_v5(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_nodes_id_time")
     db.execute("CREATE INDEX IF NOT EXISTS nodes_reply_ends ON nodes (id) WHERE reply_end = 1")
     db.execute("CREATE INDEX IF NOT EXISTS nodes_request_ends ON nodes (id, time) WHERE request_end = 1")
+
+
+def not_a_store(path: str) -> str | None:
+    """Why the SQLite file at ``path`` is not a Proctor store (None when it is one):
+    commands that only read check this first, as opening a store migrates it."""
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        return f"cannot be opened ({e})"
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return "is not a Proctor store (an empty file, or another program's database)"
+        return f"cannot be read ({e})"
+    except sqlite3.DatabaseError as e:
+        return f"is not a SQLite database, or is damaged ({e})"
+    finally:
+        conn.close()
+    return None if row else "is not a Proctor store (it has no schema version)"
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -208,3 +208,47 @@ def test_serve_refuses_an_upstream_that_is_its_own_address(tmp_path: Any) -> Non
                             capture_output=True, text=True, timeout=60, env=env)
     assert looped.returncode == 2 and "Proctor's own address" in looped.stderr and "--upstream" in looped.stderr
     assert "Traceback" not in looped.stderr and not (tmp_path / "p.db").exists()
+
+
+def test_reading_a_file_that_is_not_a_proctor_store_leaves_it_alone(tmp_path: Any, capsys: Any) -> None:
+    """Opening a store migrates it, so a read command first checks it is one: another
+    program's database, an empty file, junk or a store cut short get one line and stay as they were."""
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(os.urandom(8192))
+    cases = {other: "is not a Proctor store", empty: "is not a Proctor store", junk: "is not a SQLite database"}
+    before = {path: path.read_bytes() for path in cases}
+    for path, says in cases.items():
+        for command in (["sessions"], ["show", "ses_x"], ["export"]):
+            assert main([*command, "--store", f"sqlite:///{path}"]) == 2
+            err = capsys.readouterr().err
+            assert says in err and "Traceback" not in err, err
+    assert {path: path.read_bytes() for path in cases} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "junk.db", "other.db"]  # no -wal, no -shm
+
+
+def test_sessions_says_when_it_shows_only_the_newest(proxy: Any, upstream: Any, capsys: Any) -> None:
+    for _ in range(3):
+        run_chat_session(proxy, upstream)
+    assert main(["sessions", "--store", proxy.config.store, "--limit", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert len([line for line in out.splitlines() if line.startswith("ses_")]) == 2
+    assert "the newest 2 sessions; --limit N shows more" in err
+    assert main(["sessions", "--store", proxy.config.store, "--limit", "50"]) == 0
+    assert "--limit" not in capsys.readouterr().err
+
+
+def test_output_cut_short_by_a_pipe_is_no_error(proxy: Any, upstream: Any) -> None:
+    session = run_chat_session(proxy, upstream)
+    # `true` reads nothing and is gone long before Python writes: every write meets a closed pipe
+    script = (f"{sys.executable} -m proxy show {session} --store {proxy.config.store} | true; "
+              f"{sys.executable} -m proxy sessions --store {proxy.config.store} | true; "
+              f"{sys.executable} -m proxy policy schema | true")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -46,3 +46,10 @@ def test_openai_base_url_pointing_at_proctor_is_caught_as_the_upstream() -> None
     assert upstream_is_self(config) == "upstream"
     config = load_config(env={"ANTHROPIC_BASE_URL": "http://localhost:8080"})
     assert upstream_is_self(config) == "anthropic_upstream"
+
+
+@pytest.mark.parametrize("bad", ["http://[::1", "ftp://example.com/v1", "localhost:8000", "http://127.0.0.1:99999/v1", "https:///v1"])
+def test_an_upstream_that_is_not_an_http_url_is_refused_in_one_line(bad: str) -> None:
+    for field in ("upstream", "anthropic_upstream", "opa_url"):
+        with pytest.raises(ConfigError, match=f"{field}: .*is not"):
+            load_config(overrides={field: bad})
