@@ -139,7 +139,11 @@ class EmbeddedEngine:
             self._engine.set_input_json(input_json.decode())
             if self._ask == "query":
                 return _query_value(self._engine, query), self._revision
-            return self._engine.eval_rule(query), self._revision
+            try:
+                return self._engine.eval_rule(query), self._revision
+            except TypeError:  # a set of objects (`deny contains {...}` put in the decision as it is)
+                pass  # has no Python form: as JSON it is an array, as OPA sends it
+            return orjson.loads(self._engine.eval_rule_as_json(query)), self._revision
         except BaseException as e:  # noqa: BLE001 - panics are BaseException
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise

@@ -346,6 +346,21 @@ def test_a_decision_built_by_rules_below_it_is_evaluated(make_proxy: Any, upstre
     assert "refhead.all" in str(exc.value)
 
 
+def test_a_decision_holding_a_set_of_findings_is_read_as_opa_reads_it(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
+    """`deny contains {...}` put into the decision as it is: a set of objects, which has
+    no Python form (it failed closed with "unhashable type: 'dict'"); OPA sends it as an array."""
+    upstream.answer(Turn(text="hello"))
+    root = write_policy(tmp_path / "p", 'package proctor\nimport rego.v1\n'
+                        'deny contains {"rule": "sets.no_secrets", "message": "no secrets"} if contains(input.new[_].text, "secret")\n'
+                        'decision := {"allow": count(deny) == 0, "deny": deny}\n')
+    proxy = make_proxy(policies=str(root))
+    with client(proxy) as c:
+        assert c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content == "hello"
+        with pytest.raises(openai.PermissionDeniedError) as exc:
+            c.chat.completions.create(model="m", messages=[{"role": "user", "content": "a secret"}])
+    assert "sets.no_secrets" in str(exc.value) and "engine_error" not in str(exc.value)
+
+
 def test_policies_without_the_decision_rule_are_refused(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
     """A typo in the package name would make every call fail closed: refuse it at
     start, and on reload keep the last good revision serving."""
