@@ -21,6 +21,8 @@ class BadRequest(ValueError):
 class StreamDecoder(Protocol):
     """Fed the raw bytes of a server-sent-event stream in whatever pieces they arrive."""
 
+    finished: bool  # the stream's own end arrived (a finish reason, a terminal event, message_stop)
+
     def feed(self, chunk: bytes) -> None:
         """Consume bytes; split points may fall anywhere, even inside a UTF-8 character."""
 

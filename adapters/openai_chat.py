@@ -269,7 +269,8 @@ class ChatStreamDecoder:
     soon as it is complete: when a ``finish_reason`` or ``[DONE]`` arrives, or
     when a later tool call starts and this one's arguments already parse as JSON
     (OpenAI streams parallel calls one after another). A stream cut before any
-    of these leaves its last call incomplete. ``finished`` is True after ``[DONE]``.
+    of these leaves its last call incomplete. ``finished`` is True after ``[DONE]``
+    or a ``finish_reason`` (some servers send no ``[DONE]``; the SDKs need none).
     """
 
     def __init__(self) -> None:
@@ -330,6 +331,7 @@ class ChatStreamDecoder:
                 self._on_delta(delta)
             if isinstance(choice.get("finish_reason"), str):
                 self._finish = choice["finish_reason"]
+                self.finished = True
                 self._close_calls(None)
 
     def _on_delta(self, delta: dict[str, Any]) -> None:

@@ -328,12 +328,16 @@ class ModelCall:
         if fault is not None:
             self.outcome.status, self.outcome.error = fault.status, fault.message
             self.outcome.extra_events.append(_error_event(fault))
+        client_gone = self.outcome.error is not None
+        if not client_gone and not decoder.finished:  # relayed as it came, but the audit must say so
+            self.outcome.error = (f"the upstream stream ended without its end (no finish reason, terminal event or "
+                                  f"message_stop): an error event, or not a {self.adapter.api} stream at all")
         await self._record()
         if fault is not None:
             if self.request.transport is not None:  # the client must see a broken stream, as without us
                 self.request.transport.close()
             return resp
-        if self.outcome.error is None:
+        if not client_gone:
             try:
                 if self.held_tail:
                     await resp.write(self.held_tail)

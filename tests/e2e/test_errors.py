@@ -478,3 +478,51 @@ def test_a_body_that_is_not_utf8_is_400_not_judged_as_replacement_characters(pro
     assert resp.json()["error"]["code"] == "invalid_json" and "UTF-8" in resp.json()["error"]["message"]
     assert upstream.received == []  # the model never read what the policy could not
     still_serves(proxy, upstream)
+
+
+UNENDED = {  # path -> a 200 stream the upstream ends early, or that is not a stream at all
+    "/v1/chat/completions": b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel"},'
+                            b'"finish_reason":null}]}\n\ndata: {"error":{"message":"overloaded","type":"server_error"}}\n\n',
+    "/v1/responses": b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","output_index":0,'
+                     b'"content_index":0,"delta":"Hel","sequence_number":1}\n\n',
+    "/v1/messages": b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":'
+                    b'"assistant","content":[],"model":"c","stop_reason":null}}\n\nevent: error\ndata: {"type":"error",'
+                    b'"error":{"type":"overloaded_error","message":"Overloaded"}}\n\n',
+}
+
+
+def test_a_stream_that_never_ends_properly_is_relayed_and_recorded_as_such(make_proxy: Any, loop_thread: Any) -> None:
+    """An error event mid-stream, a stream cut at an event boundary, or a 200 that is no stream at
+    all: the client gets what the upstream sent, and the audit does not record a success."""
+    from aiohttp import web
+
+    from tests.conftest import start_app
+
+    garbage = b"<html>502 Bad Gateway</html>"
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(garbage if "garbage" in str(body) else UNENDED[request.path])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    for path in UNENDED:
+        app.router.add_post(path, answer)
+    runner, base = loop_thread.run(start_app(app))
+    try:
+        proxy = make_proxy(upstream=base + "/v1", anthropic_upstream=base + "/v1")
+        bodies = {"/chat/completions": {**CHAT_OK, "stream": True}, "/responses": {"model": "m", "input": "hi", "stream": True},
+                  "/messages": {"model": "c", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}], "stream": True}}
+        for path, body in bodies.items():
+            for kind in ("unended", "garbage"):
+                sent = body if kind == "unended" else {**body, "metadata": {"note": "garbage"}}
+                resp = post(proxy.url + path, sent, {"X-Proctor-Session": f"{kind}{path}"})
+                assert resp.status_code == 200
+                assert resp.content == (garbage if kind == "garbage" else UNENDED["/v1" + path])
+                call = recorded(proxy, f"{kind}{path}")
+                assert call.status == 200 and "ended without its end" in (call.error or ""), (path, kind, call.error)
+    finally:
+        loop_thread.run(runner.cleanup())
