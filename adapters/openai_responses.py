@@ -216,6 +216,7 @@ def _call_event(item: dict[str, Any]) -> TrajectoryEvent:
             tool_name=name,
             arguments=item.get(field),
             tool_call_id=str_or_none(item.get("call_id")),
+            labels={"builtin": item["type"]},
         )
     # function arguments are JSON; custom tool input is free text, kept raw and said to be text
     function = item.get("type") == "function_call"

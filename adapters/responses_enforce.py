@@ -455,3 +455,31 @@ def _derived_id(seed: str) -> str:
 
 def _random_id(prefix: str) -> str:
     return prefix + (uuid.uuid4().hex + uuid.uuid4().hex)[:48]
+
+
+# The output item that answers a denied call, by the call's kind (built-in tools'
+# outputs need data no one has, a screenshot say: their calls are not answered).
+_ANSWERS = {"function": "function_call_output", "custom": "custom_tool_call_output"}
+
+
+def answer_type(event: TrajectoryEvent) -> str | None:
+    """The output item type that answers this tool call, if Proctor can write one."""
+    if event.labels.get("builtin"):
+        return None
+    return _ANSWERS["custom" if event.labels.get("free_text") else "function"]
+
+
+def with_denied_answered(body: Json, denied: list[tuple[str, str, str]]) -> Json | None:
+    """``body`` (a Responses request continuing a response by previous_response_id)
+    with an output for each call Proctor denied out of that response and the request
+    does not answer: the upstream kept those calls and refuses a continuation that
+    leaves one unanswered. None when nothing is missing."""
+    items = body.get("input")
+    items = [{"role": "user", "content": items}] if isinstance(items, str) else items if isinstance(items, list) else []
+    answered = {item.get("call_id") for item in items if isinstance(item, dict) and str(item.get("type", "")).endswith("_output")}
+    missing = [(call_id, kind, why) for call_id, kind, why in denied if call_id not in answered]
+    if not missing:
+        return None
+    outputs = [{"type": kind, "call_id": call_id, "output": f"Proctor denied this call, it was not run: {why}"}
+               for call_id, kind, why in missing]
+    return {**body, "input": [*outputs, *items]}

@@ -23,6 +23,7 @@ from adapters.common import NotJson, loads_reply
 from adapters.edits import ActionEdit, Enforcer, TextEdit
 from adapters.model import Call, EventKind, Reply, TrajectoryEvent
 from adapters.resend import ResendCache
+from adapters.responses_enforce import answer_type, with_denied_answered
 from proxy import history
 from proxy.context import PROXY, Proxy
 from proxy.enforcement import Enforcement, refusal_text
@@ -231,6 +232,8 @@ class ModelCall:
         refused = await self.enf.check_request()
         if refused:
             return await self._refuse(refused)
+        if call.previous_response_id and self.adapter.api == "responses":
+            raw = await self._answer_denied(raw, call.previous_response_id)
         try:
             up = await proxy.upstream.send(
                 "POST", proxy.upstream.target(self.adapter.api, request.path, request.query_string),
@@ -257,6 +260,17 @@ class ModelCall:
             self.outcome.error = f"upstream answered {up.status}: {text[:500]}"  # cut after redacting: no key half-kept
         await self._record()
         return web.Response(status=up.status, body=body, headers=_response_headers(up, self.session_id))
+
+    async def _answer_denied(self, raw: bytes, response_id: str) -> bytes:
+        """The upstream kept the response this call continues with the tool calls Proctor
+        denied out of it, and refuses a continuation that leaves one unanswered: the
+        body goes with an output saying so for each the agent (which never saw them)
+        could not answer."""
+        denied = await self.proxy.store.denied_calls(response_id)
+        if not denied:
+            return raw
+        fixed = with_denied_answered(loads_reply(raw), denied)
+        return raw if fixed is None else orjson.dumps(fixed)
 
     async def _enforce_json(self, body: bytes) -> bytes:
         """Judge the reply's tool calls in order, then its final message; rewrite the
@@ -418,6 +432,9 @@ class ModelCall:
             # what the policy saw, said and labelled came from the same texts
             events, labels = redacted, redact_json(labels, secrets)
             decisions = [redact_decision(d, secrets) for d in decisions]
+        denied_calls = [(ev.tool_call_id, kind, "; ".join(f"{d['rule']}: {d['message']}" for d in ev.labels["denied"]))
+                        for ev in reply_events if ev.kind is EventKind.TOOL_CALL and ev.labels.get("denied")
+                        and ev.tool_call_id and (kind := answer_type(ev))] if self.adapter.api == "responses" else []
         usage = outcome.reply.usage
         record = CallRecord(
             id=self.call_id, session_id=res.session_id, api=self.adapter.api, path=self.request.path,
@@ -434,7 +451,7 @@ class ModelCall:
                 reply_hashes=list(dict.fromkeys(ev.hash for ev in (*reply_events, *visible))),
                 spawn_hashes=spawn_hashes(reply_events),
                 labels=labels, terminate=enf.terminate if enf is not None else False,
-                decisions=decisions,
+                decisions=decisions, denied_calls=denied_calls,
             )
         )
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from adapters.model import TrajectoryEvent
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,10 @@ class NewCall:
     labels: dict[str, Any] = field(default_factory=dict)  # merged into the session's labels
     terminate: bool = False  # the session ends; later calls are refused
     decisions: Sequence[Any] = ()  # proxy.policy.point.DecisionRecord, in the order they were made
+    # (tool call id, the output item type that answers it, why) of each call denied out
+    # of a response the upstream keeps: a call continuing it (previous_response_id)
+    # must answer them, or the upstream refuses it
+    denied_calls: Sequence[tuple[str, str, str]] = ()
 
 
 class SessionStore(Protocol):
@@ -130,6 +134,9 @@ class SessionStore(Protocol):
 
     async def session_for_response(self, response_id: str) -> tuple[str, str] | None:
         """(session id, node) of a response Proctor returned, for previous_response_id."""
+
+    async def denied_calls(self, response_id: str) -> list[tuple[str, str, str]]:
+        """(tool call id, output item type, why) of the calls Proctor denied out of that response."""
 
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
 

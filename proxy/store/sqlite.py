@@ -37,6 +37,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+import orjson
+
 from adapters.model import TrajectoryEvent
 from proxy.audit.search import MAX_LAG, index_pending, latest_event
 from proxy.errors import ConfigError
@@ -359,6 +361,13 @@ class SqliteStore:
         def read(conn: sqlite3.Connection) -> tuple[str, str] | None:
             row = conn.execute("SELECT session_id, node FROM responses WHERE id = ?", (response_id,)).fetchone()
             return (row[0], row[1]) if row else None
+
+        return self._now(read)
+
+    async def denied_calls(self, response_id: str) -> list[tuple[str, str, str]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            row = conn.execute("SELECT denied FROM responses WHERE id = ?", (response_id,)).fetchone()
+            return [tuple(item) for item in orjson.loads(row[0])] if row and row[0] else []  # type: ignore[misc]
 
         return self._now(read)
 

@@ -145,8 +145,8 @@ def _record_call(conn: sqlite3.Connection, new: NewCall) -> list[TrajectoryEvent
         conn.execute("UPDATE nodes SET reply_end = 1 WHERE session_id = ? AND id = ?", (sid, new.response_node))
     if new.response_id:
         conn.execute(
-            "INSERT OR REPLACE INTO responses (id, session_id, node) VALUES (?, ?, ?)",
-            (new.response_id, sid, new.response_node),
+            "INSERT OR REPLACE INTO responses (id, session_id, node, denied) VALUES (?, ?, ?, ?)",
+            (new.response_id, sid, new.response_node, orjson.dumps(new.denied_calls) if new.denied_calls else None),
         )
     conn.execute(
         "INSERT INTO calls (id, session_id, api, path, model, stream, started, latency_ms, status, resolved_by, error,"

@@ -174,3 +174,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+@_migration(6)
+def _denied_calls_v6(db: sqlite_utils.Database) -> None:
+    """A response keeps the tool calls denied out of it: the upstream stored them, so
+    a call continuing it (previous_response_id) must answer them."""
+    if "denied" not in {c.name for c in db["responses"].columns}:
+        db.execute("ALTER TABLE responses ADD COLUMN denied TEXT")

@@ -113,6 +113,15 @@ async def test_response_ids_map_to_session_and_node(store: SessionStore) -> None
     await store.record_call(new)
     assert await store.session_for_response("resp_1") == ("s5", new.nodes[0][0])
     assert await store.session_for_response("resp_unknown") is None
+    assert await store.denied_calls("resp_1") == [] and await store.denied_calls("resp_unknown") == []
+
+
+async def test_a_response_keeps_the_calls_denied_out_of_it(store: SessionStore) -> None:
+    new = _new("s6", _events("hi"), reply_end=True, response_id="resp_2")
+    denied = [("call_a", "function_call_output", "mail.never: no mail"), ("call_b", "custom_tool_call_output", "x: y")]
+    await store.record_call(NewCall(call=new.call, events=new.events, nodes=new.nodes, response_id="resp_2",
+                                    response_node=new.nodes[0][0], denied_calls=denied))
+    assert await store.denied_calls("resp_2") == denied
 
 
 async def test_child_session_gets_root_and_depth(store: SessionStore) -> None:

@@ -707,3 +707,39 @@ def test_a_custom_tools_free_text_call_is_judged(make_proxy: Any, loop_thread: A
         (call,) = [e for e in proxy.call_store(lambda s: s.get_events(sid)) if e.kind.value == "tool_call"]
         assert (call.tool_name, call.arguments, call.labels.get("free_text")) == ("shell", "rm -rf /", True)
         assert call.labels.get("denied")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_continuation_answers_the_calls_denied_out_of_the_response_it_continues(
+        make_proxy: Any, upstream: Any, tmp_path: Path, stream: bool) -> None:
+    """With previous_response_id the upstream keeps the response as it made it, with the
+    call Proctor denied; OpenAI refuses a continuation that leaves a call unanswered
+    ("No tool output found for function call"), and the agent never saw that call."""
+    def model(api: str, body: dict[str, Any]) -> Turn:
+        items = body["input"] if isinstance(body["input"], list) else []
+        if not any(i.get("type") == "function_call_output" for i in items):
+            return Turn(tool_calls=(ToolCallSpec("get_weather", {"city": "Bern"}), ToolCallSpec("send_email", {"to": "x@y.z"})))
+        return Turn(text="Done.")
+
+    upstream.answer(model)
+    root = write_policy(tmp_path / "p", 'package proctor\nimport rego.v1\n'
+                        'deny contains {"rule": "mail.never", "message": "no mail today"} if input.action.tool_name == "send_email"\n'
+                        'decision := {"allow": count(deny) == 0, "deny": [f | some f in deny]}\n')
+    proxy = make_proxy(policies=str(root))
+    tools: Any = [{"type": "function", "name": n, "parameters": {"type": "object", "properties": {}}} for n in ("get_weather", "send_email")]
+    with client(proxy) as c:
+        if stream:
+            with c.responses.stream(model="m", input="weather, then mail", tools=tools) as s:
+                first = s.get_final_response()
+        else:
+            first = c.responses.create(model="m", input="weather, then mail", tools=tools)
+        calls = [o for o in first.output if o.type == "function_call"]
+        assert [o.name for o in calls] == ["get_weather"]  # the mail went, as a denial message
+        second = c.responses.create(model="m", previous_response_id=first.id, tools=tools,
+                                    input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}])
+    assert second.output_text == "Done."
+    sent = upstream.received[-1].json()["input"]
+    outputs = {i["call_id"]: i["output"] for i in sent if i.get("type") == "function_call_output"}
+    assert outputs[calls[0].call_id] == "sunny" and len(outputs) == 2  # the agent's own, and one for the denied call
+    (denied,) = [text for call_id, text in outputs.items() if call_id != calls[0].call_id]
+    assert "mail.never" in denied and "no mail today" in denied and "not run" in denied
