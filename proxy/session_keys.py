@@ -18,6 +18,7 @@ Sources (checked in their code or docs, Nov 2026):
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -46,6 +47,22 @@ PARENT_HEADERS: tuple[str, ...] = ("x-proctor-parent-session", "x-parent-session
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _CLAUDE_USER_ID = re.compile(r"_session_([0-9A-Za-z-]+)$")
+
+
+MAX_ID = 200  # characters of a session id kept as sent; a longer one is cut and given a digest of the whole
+
+
+def clean_id(value: str) -> str:
+    """A session id as the client meant it: HTTP headers arrive decoded as Latin-1, so
+    UTF-8 in them is decoded again; an id longer than MAX_ID characters keeps its
+    start and a digest of the whole (the same id always maps to the same session)."""
+    try:
+        value = value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass  # not UTF-8 bytes read as Latin-1: keep it as it came
+    if len(value) > MAX_ID:
+        value = f"{value[:MAX_ID - 33]}~{hashlib.blake2b(value.encode(), digest_size=16).hexdigest()}"
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +108,10 @@ def _body_field(call: Call, path: str) -> str | None:
 
 def parent_header(headers: Mapping[str, str]) -> str | None:
     """The parent session a sub-agent's request names, if any."""
+    return next((clean_id(headers[h].strip()) for h in PARENT_HEADERS if headers.get(h, "").strip()), None)
+
+
+def _raw_parent_header(headers: Mapping[str, str]) -> str | None:
     return next((headers[h].strip() for h in PARENT_HEADERS if headers.get(h, "").strip()), None)
 
 
@@ -104,7 +125,15 @@ def explicit_key(
     body_fields: Sequence[str] = (),
 ) -> SessionKey | None:
     """The first explicit session id the request carries, or None."""
-    parent = parent_header(headers)
+    key = _explicit_key(headers, call, session_header, harness_headers, traceparent, body_fields)
+    if key is None:
+        return None
+    return SessionKey(clean_id(key.session_id), key.rule, clean_id(key.parent_id) if key.parent_id else None)
+
+
+def _explicit_key(headers: Mapping[str, str], call: Call | None, session_header: str, harness_headers: bool,
+                  traceparent: bool, body_fields: Sequence[str]) -> SessionKey | None:
+    parent = _raw_parent_header(headers)
     value = headers.get(session_header, "").strip()
     if value:
         return SessionKey(value, "header", parent)

@@ -341,3 +341,20 @@ def test_sdk_retry_of_a_failed_first_call_joins_its_session(make_proxy: Any, ups
     # without the SDK's mark, an identical request is someone else's first call (a twin)
     sid2, _ = chat(proxy, [{"role": "user", "content": "a first task"}])
     assert sid2 != sid
+
+
+def test_session_ids_in_utf8_and_of_any_length(agent_proxy: Any) -> None:
+    """Headers arrive decoded as Latin-1: a UTF-8 id is read as sent, not as mojibake; an id
+    longer than MAX_ID keeps its start and a digest, so the same long id is always one session."""
+    from proxy.session_keys import MAX_ID
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS}
+    first = httpx.post(agent_proxy.url + "/chat/completions", json=body, headers={"X-Proctor-Session": "café-☃".encode()})
+    assert first.status_code == 200
+    assert [s.id for s in agent_proxy.call_store(lambda s: s.list_sessions(limit=100)) if s.id.startswith("caf")] == ["café-☃"]
+    long_id = "trace-" + "x" * 8000
+    sids = {chat(agent_proxy, [{"role": "user", "content": f"hi {i}"}], **{"X-Proctor-Session": long_id})[0] for i in range(2)}
+    (sid,) = sids
+    assert len(sid) == MAX_ID and sid.startswith("trace-xxx") and len(calls(agent_proxy, sid)) == 2
+    other = chat(agent_proxy, [{"role": "user", "content": "hi"}], **{"X-Proctor-Session": long_id + "y"})[0]
+    assert other != sid and len(other) == MAX_ID
