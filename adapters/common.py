@@ -180,6 +180,14 @@ def need_object(value: Any, path: str, what: str) -> dict[str, Any]:
     return value
 
 
+def optional_objects(body: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Fields that, when present and not null, must be JSON objects (the API refuses others)."""
+    for key in keys:
+        value = body.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise BadRequest(f"'{key}' must be an object, not {type_name(value)}.", code="invalid_type", param=key)
+
+
 def optional_list(body: dict[str, Any], key: str, what: str) -> list[Any]:
     value = body.get(key)
     if value is None:

@@ -27,6 +27,7 @@ from adapters.common import (
     need_str,
     need_stream,
     optional_list,
+    optional_objects,
     parse_arguments,
     session_metadata,
     str_or_none,
@@ -41,6 +42,7 @@ _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _KINDS = {"system": EventKind.SYSTEM, "developer": EventKind.SYSTEM, "user": EventKind.USER}
 _NOT_PARAMS = frozenset({"model", "messages", "tools", "functions", "stream"})
 _MEMO = MessageMemo()  # messages this process has decoded, by their bytes (adapters/memo.py)
+_OBJECT_PARAMS = ("stream_options", "metadata", "response_format", "logit_bias", "prediction", "audio", "web_search_options")
 _TOOL_SHAPE = 'an object such as {"type": "function", "function": {"name": "...", "parameters": {...}}}'
 
 
@@ -56,6 +58,7 @@ class ChatAdapter:
         body = load_request(body)
         model = need_model(body)
         messages = need_list(body, "messages", 'message objects such as {"role": "user", "content": "..."}')
+        optional_objects(body, _OBJECT_PARAMS)
         history, names, start = continued(prior, "messages")
         for i, message in enumerate(messages, start):
             history += decode_with(

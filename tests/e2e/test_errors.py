@@ -80,6 +80,9 @@ CHAT_BAD: list[tuple[str, bytes | Any, str, str]] = [
     ("tool-no-name", {"model": "gpt-test", "messages": [MESSAGE], "tools": [{"type": "function", "function": {}}]},
      "missing_field", "'tools[0].function.name' is required"),
     ("stream-string", {"model": "gpt-test", "messages": [MESSAGE], "stream": "yes"}, "invalid_type", "'stream' must be"),
+    ("stream-options-string", {"model": "gpt-test", "messages": [MESSAGE], "stream_options": "x"}, "invalid_type",
+     "'stream_options' must be an object, not a string"),
+    ("metadata-string", {"model": "gpt-test", "messages": [MESSAGE], "metadata": "x"}, "invalid_type", "'metadata' must be an object"),
 ]
 
 
