@@ -20,6 +20,7 @@ from proxy.passthrough import handle_passthrough
 from proxy.policy.embedded import EmbeddedEngine
 from proxy.policy.engine import PolicyEngine
 from proxy.policy.opa import OpaEngine
+from proxy.policy.workers import WorkerEngine
 from proxy.policy.point import PolicyPoint
 from proxy.sessions import SessionResolver
 from proxy.store import open_store
@@ -51,7 +52,13 @@ async def errors_middleware(request: web.Request, handler):  # type: ignore[no-u
 
 
 def build_policy_point(config: ProxyConfig) -> PolicyPoint:
-    engine: PolicyEngine = OpaEngine(config.opa_url) if config.policy_engine == "opa" else EmbeddedEngine()
+    engine: PolicyEngine
+    if config.policy_engine == "opa":
+        engine = OpaEngine(config.opa_url)
+    elif config.policy_workers:
+        engine = WorkerEngine(config.policy_workers)
+    else:
+        engine = EmbeddedEngine()
     return PolicyPoint(
         engine, policies=config.policies, query=config.policy_query, mode=config.policy_mode,
         shadow_rules=config.shadow_rules, fail_open=config.fail_open, timeout=config.policy_timeout,

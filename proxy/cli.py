@@ -41,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "host": args.host, "port": args.port, "upstream": args.upstream,
             "anthropic_upstream": args.anthropic_upstream, "store": args.store, "policies": args.policies,
             "policy_engine": args.policy_engine, "opa_url": args.opa_url, "policy_mode": args.policy_mode,
+            "policy_workers": args.policy_workers,
             "admin_token": args.admin_token, "fail_open": True if args.fail_open else None,
         },
     )
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--policies", default=None, help="policy directory (PROCTOR_POLICIES, default the bundled library)")
     serve.add_argument("--policy-engine", choices=["embedded", "opa"], default=None, help="PROCTOR_POLICY_ENGINE")
     serve.add_argument("--opa-url", default=None, help="OPA server for --policy-engine opa (PROCTOR_OPA_URL)")
+    serve.add_argument("--policy-workers", type=_non_negative, default=None, metavar="N",
+                       help="run the embedded engine in N worker processes: a slow rule holds no other call, and "
+                            "one past policy_timeout is ended (PROCTOR_POLICY_WORKERS; default 0, in process)")
     serve.add_argument("--policy-mode", choices=["enforce", "shadow"], default=None, help="PROCTOR_POLICY_MODE")
     serve.add_argument("--fail-open", action="store_true", help="let calls through when the policy engine fails")
     serve.add_argument("--admin-token", default=None, help="guards /api and /ui (PROCTOR_ADMIN_TOKEN)")

@@ -55,6 +55,9 @@ class ProxyConfig(BaseModel):
     shadow_rules: tuple[str, ...] = ()  # rules decided and recorded but never enforced
     fail_open: bool = False  # engine errors and timeouts deny unless this is set
     policy_timeout: float = Field(2.0, gt=0)
+    # 0: the embedded engine runs on the event loop's thread; N: in N worker processes, so a
+    # slow evaluation holds no other call and one past policy_timeout is ended (proxy/policy/workers.py)
+    policy_workers: int = Field(0, ge=0, le=64)
     policy_reload_interval: float = Field(1.0, ge=0)  # seconds between checks for changed policy files; 0: never
     policy_window: int = Field(16, ge=0)  # events the trajectory keeps before the reply's own
     policy_text_limit: int = Field(2000, ge=0)  # characters of a text the trajectory keeps (0: all)

@@ -71,7 +71,7 @@ def _load_into(engine: Any, bundle: Bundle, with_tests: bool) -> str | None:
     return None
 
 
-def _how_to_ask(engine: Any, bundle: Bundle, query: str) -> str | None:
+def how_to_ask(engine: Any, query: str) -> str | None:
     """How ``query`` is evaluated: "rule" (a rule of that name, the fast path) or
     "query" (a document built by rules below it, such as ``decision.allow :=``,
     which regorus's eval_rule cannot reach). Policies that define neither (e.g. a
@@ -103,7 +103,7 @@ class EmbeddedEngine:
 
     def __init__(self) -> None:
         self._engine: Any = None
-        self._ask = "rule"  # or "query": see _how_to_ask
+        self._ask = "rule"  # or "query": see how_to_ask
         self._revision = ""
         self._owner: int | None = None  # the thread that built the engine, the only one that may use it
 
@@ -116,12 +116,10 @@ class EmbeddedEngine:
     async def load(self, bundle: Bundle, query: str) -> None:
         self._check_thread()
         engine = compile_engine(bundle)
-        how = _how_to_ask(engine, bundle, query)
+        how = how_to_ask(engine, query)
         if how is None:
             del engine  # dropped here, on its thread, not wherever the traceback ends up
-            package, _, rule = query.removeprefix("data.").rpartition(".")
-            raise PolicyError(f"{bundle.root}: the policies define no rule {query} (a module of `package {package}` "
-                              f"must define `{rule}`)")
+            raise no_decision_rule(bundle, query)
         self._engine, self._ask = engine, how
         self._revision = bundle.revision
 
@@ -135,19 +133,30 @@ class EmbeddedEngine:
         self._check_thread()
         if self._engine is None:
             raise EngineError("no policy is loaded")
+        return evaluate_compiled(self._engine, self._ask, query, input_json), self._revision
+
+
+def no_decision_rule(bundle: Bundle, query: str) -> PolicyError:
+    package, _, rule = query.removeprefix("data.").rpartition(".")
+    return PolicyError(f"{bundle.root}: the policies define no rule {query} (a module of `package {package}` "
+                       f"must define `{rule}`)")
+
+
+def evaluate_compiled(engine: Any, how: str, query: str, input_json: bytes) -> Any:
+    """The value of ``query`` for this input (None when undefined); EngineError on any fault."""
+    try:
+        engine.set_input_json(input_json.decode())
+        if how == "query":
+            return _query_value(engine, query)
         try:
-            self._engine.set_input_json(input_json.decode())
-            if self._ask == "query":
-                return _query_value(self._engine, query), self._revision
-            try:
-                return self._engine.eval_rule(query), self._revision
-            except TypeError:  # a set of objects (`deny contains {...}` put in the decision as it is)
-                pass  # has no Python form: as JSON it is an array, as OPA sends it
-            return orjson.loads(self._engine.eval_rule_as_json(query)), self._revision
-        except BaseException as e:  # noqa: BLE001 - panics are BaseException
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                raise
-            text = _one_line(e)
-            if "not a valid rule path" in text:
-                text = f"the loaded policies define no rule {query}"
-            raise EngineError(f"policy evaluation failed: {text}") from None
+            return engine.eval_rule(query)
+        except TypeError:  # a set of objects (`deny contains {...}` put in the decision as it is)
+            pass  # has no Python form: as JSON it is an array, as OPA sends it
+        return orjson.loads(engine.eval_rule_as_json(query))
+    except BaseException as e:  # noqa: BLE001 - panics are BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        text = _one_line(e)
+        if "not a valid rule path" in text:
+            text = f"the loaded policies define no rule {query}"
+        raise EngineError(f"policy evaluation failed: {text}") from None

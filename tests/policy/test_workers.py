@@ -1,0 +1,97 @@
+"""``policy_workers``: the embedded engine in child processes. The same decisions as in
+process; a slow rule holds no other call and is ended at ``policy_timeout``; a broken
+reload keeps every worker on the last good revision."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.policy.test_enforcement import _revision, client, injected_agent, run_agent, write_policy
+
+SLOW = """package proctor
+import rego.v1
+
+slow_requested if {
+	some ev in input.new
+	contains(ev.text, "take your time")
+}
+
+# about a microsecond per number on regorus: seconds for this range
+spin := count([x | some x in numbers.range(1, 20000000); x % 7 == 0])
+
+decision := {"allow": spin >= 0} if slow_requested else := {"allow": true}
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_the_library_decides_in_workers_as_in_process(make_proxy: Any, upstream: Any, stream: bool) -> None:
+    upstream.answer(injected_agent)
+    proxy = make_proxy(policy_workers=2)
+    _, replies, _ = run_agent(proxy, stream)
+    second = replies[1].choices[0].message
+    assert [tc.function.name for tc in second.tool_calls or []] == ["read_file"]
+    assert "flow.untrusted_to_external" in (second.content or "")
+    sid = proxy.call_store(lambda s: s.list_sessions(limit=1))[0].id
+    assert proxy.call_store(lambda s: s.get_session(sid)).labels["untrusted_source"]["tool"] == "fetch_url"
+
+
+def test_a_slow_rule_holds_no_other_call_and_ends_at_the_timeout(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
+    root = write_policy(tmp_path / "slow", SLOW)
+    proxy = make_proxy(policies=str(root), policy_workers=2, policy_timeout=1.0)
+    outcome: dict[str, Any] = {}
+
+    def slow_call() -> None:
+        started = time.monotonic()
+        with client(proxy) as c:
+            try:
+                c.chat.completions.create(model="m", messages=[{"role": "user", "content": "take your time"}])
+            except openai.PermissionDeniedError as e:
+                outcome["error"] = str(e)
+        outcome["seconds"] = time.monotonic() - started
+
+    slow = threading.Thread(target=slow_call)
+    slow.start()
+    time.sleep(0.3)  # the slow evaluation is under way in one worker
+    served_during = []
+    with client(proxy) as c:
+        for _ in range(3):
+            assert httpx.get(proxy.base + "/healthz", timeout=5).status_code == 200
+            reply = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+            served_during.append((reply.choices[0].message.content, "seconds" not in outcome))
+    slow.join(30)
+    assert all(during for _, during in served_during), "the other calls were answered while the slow one ran"
+    assert "proctor.engine_error" in outcome["error"] and "longer than 1s" in outcome["error"]
+    assert outcome["seconds"] < 5  # ended at the timeout, not when the rule would have finished
+    with client(proxy) as c:  # the killed worker was replaced, with the same policies
+        for _ in range(4):
+            assert c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+        with pytest.raises(openai.PermissionDeniedError):
+            c.chat.completions.create(model="m", messages=[{"role": "user", "content": "take your time"}])
+
+
+def test_a_broken_reload_keeps_every_worker_on_the_last_good_revision(make_proxy: Any, upstream: Any, tmp_path: Path) -> None:
+    root = write_policy(tmp_path / "p", 'package proctor\nimport rego.v1\ndecision := {"allow": true}\n')
+    proxy = make_proxy(policies=str(root), policy_workers=2, policy_reload_interval=0.1)
+    good = _revision(proxy)
+    (root / "policy.rego").write_text("package proctor\nimport rego.v1\ndecision := {\n")
+    time.sleep(0.5)
+    assert _revision(proxy) == good
+    with client(proxy) as c:
+        for _ in range(3):
+            assert c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+    (root / "policy.rego").write_text('package proctor\nimport rego.v1\n'
+                                      'decision := {"allow": false, "deny": [{"rule": "all.no", "message": "closed"}]}\n')
+    deadline = time.time() + 5
+    while _revision(proxy) == good and time.time() < deadline:
+        time.sleep(0.05)
+    with client(proxy) as c:
+        for _ in range(3):  # every worker switched
+            with pytest.raises(openai.PermissionDeniedError, match="all.no"):
+                c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
