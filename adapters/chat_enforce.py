@@ -63,11 +63,11 @@ class ChatEnforcer:
         Raises ValueError when ``edits`` does not match the reply's tool calls one to one:
         that is a proxy bug, and guessing would either leak or drop a call.
         """
-        choices = body.get("choices")
-        choices = choices if isinstance(choices, list) and choices and isinstance(choices[0], dict) else [{}]
+        sent = body.get("choices")
+        if isinstance(sent, list) and len(sent) > 1:  # only choice 0 is judged (requests asking for n > 1 are
+            body = {**body, "choices": sent[:1]}  # refused): the rest go, whatever they hold
+        choices = sent if isinstance(sent, list) and sent and isinstance(sent[0], dict) else [{}]
         choice: dict[str, Any] = choices[0]
-        if len(choices) > 1:  # only choice 0 is judged (requests asking for n > 1 are refused): the rest go
-            body = {**body, "choices": [choice]}
         message = choice.get("message")
         if not isinstance(message, dict):
             if edits:
@@ -314,7 +314,7 @@ class ChatStreamFilter:
             and b"[DONE]" not in raw
             and b"\\u" not in raw  # an escaped key could hide "tool_calls" from the tests above
             and raw.count(b'"finish_reason"') == raw.count(b'"finish_reason":null')
-            and raw.count(b'"index"') <= 1  # a second choice is never passed on
+            and raw.count(b'"index"') <= 1 and b'"index":0' in raw  # another choice is never passed on
         ):
             self._items.append(raw)  # text (or usage): nothing for the decoder to complete
             return
@@ -327,8 +327,8 @@ class ChatStreamFilter:
                 self._envelope = {k: v for k, v in data.items() if k != "choices"}
                 if "usage" in self._envelope:
                     self._envelope["usage"] = None
-            only = _choice_zero_only(data)
-            if only is not data:  # requests for n > 1 are refused: another choice is nothing the policy saw
+            only = _sanitized(data)
+            if only is not data:  # another choice, or a piece no index places: nothing the policy saw
                 data, trimmed = only, True
                 if not data["choices"] and data.get("usage") is None:
                     self._decoder.feed(raw)
@@ -455,18 +455,31 @@ class ChatStreamFilter:
         return _encode({**item.data, "choices": choices})
 
 
-def _choice_zero_only(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` without choices other than choice 0 (``data`` itself when it has none)."""
+def _sanitized(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with only choice 0, and without tool-call pieces that no integer index
+    places (the decoder skips them; SDKs would read ``"0"`` or ``null`` as a call);
+    ``data`` itself when there is nothing to take out."""
     choices = data.get("choices")
-    if not isinstance(choices, list) or all(isinstance(c, dict) and c.get("index", 0) == 0 for c in choices):
+    if not isinstance(choices, list):
         return data
-    return {**data, "choices": [c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0]}
+    kept = [c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0]
+    changed = len(kept) != len(choices)
+    for i, choice in enumerate(kept):
+        delta = choice.get("delta")
+        pieces = delta.get("tool_calls") if isinstance(delta, dict) else None
+        if isinstance(pieces, list) and not all(isinstance(p, dict) and type(p.get("index")) is int for p in pieces):
+            placed = [p for p in pieces if isinstance(p, dict) and type(p.get("index")) is int]
+            rest = {k: v for k, v in delta.items() if k != "tool_calls"}
+            kept[i] = {**choice, "delta": {**rest, "tool_calls": placed} if placed else rest}
+            changed = True
+    return {**data, "choices": kept} if changed else data
 
 
 def _names_call(piece: dict[str, Any]) -> int:
     """1 when a tool-call piece carries the call's id or (part of) its name."""
-    inner = piece.get("custom") if isinstance(piece.get("custom"), dict) else piece.get("function")
-    return int("id" in piece or (isinstance(inner, dict) and "name" in inner))
+    if piece.get("id"):
+        return 1
+    return int(any(isinstance(inner, dict) and inner.get("name") for inner in (piece.get("function"), piece.get("custom"))))
 
 
 def _named_once(piece: dict[str, Any], first: bool, event: TrajectoryEvent) -> dict[str, Any]:
@@ -474,15 +487,15 @@ def _named_once(piece: dict[str, Any], first: bool, event: TrajectoryEvent) -> d
     them, other clients keep the first or the last): the call's first piece carries
     the whole name and id the policy judged, later pieces neither, so every client
     reads the same call."""
-    key = "custom" if isinstance(piece.get("custom"), dict) else "function"
-    inner = {k: v for k, v in (piece.get(key) or {}).items() if k != "name"}
     piece = {k: v for k, v in piece.items() if k != "id"}
+    for key in ("function", "custom"):
+        if isinstance(piece.get(key), dict):
+            piece[key] = {k: v for k, v in piece[key].items() if k != "name"}
     if first:
-        inner["name"] = event.tool_name
+        key = "custom" if event.labels.get("free_text") else "function"
+        piece[key] = {**(piece.get(key) or {}), "name": event.tool_name}
         if event.tool_call_id is not None:
             piece["id"] = event.tool_call_id
-    if inner or key in piece:
-        piece[key] = inner
     return piece
 
 

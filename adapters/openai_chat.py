@@ -241,28 +241,46 @@ def _function_spec(function: Any, path: str) -> ToolSpec:
 
 
 class _PartialCall:
-    __slots__ = ("arguments", "closed", "custom", "id", "name")
+    """One streamed tool call, gathered as the OpenAI SDK gathers it: strings joined,
+    ``type`` the last one sent, and a function's and a custom tool's fields apart."""
+
+    __slots__ = ("closed", "function", "function_data", "custom", "custom_data", "id", "type")
 
     def __init__(self) -> None:
         self.id: str | None = None
-        self.name: str | None = None
-        self.arguments: list[str] = []  # a function's argument JSON, or a custom tool's input, as streamed
-        self.custom = False
+        self.type: str | None = None
+        self.function: list[str | None] = [None]  # [name], then argument JSON pieces
+        self.custom: list[str | None] = [None]  # [name], then free-text input pieces
+        self.function_data = False  # a function object was sent
+        self.custom_data = False
         self.closed = False
 
+    @property
+    def is_custom(self) -> bool:
+        if self.type in ("function", "custom"):
+            return self.type == "custom"
+        return self.custom_data and not self.function_data  # no type sent: what the pieces carried
+
     def as_wire(self) -> dict[str, Any]:
-        if self.custom:
-            return {"id": self.id, "type": "custom", "custom": {"name": self.name, "input": "".join(self.arguments)}}
-        function = {"name": self.name, "arguments": "".join(self.arguments)}
-        return {"id": self.id, "type": "function", "function": function}
+        name, *text = self.custom if self.is_custom else self.function
+        joined = "".join(piece for piece in text if piece is not None)
+        if self.is_custom:
+            return {"id": self.id, "type": "custom", "custom": {"name": name, "input": joined}}
+        return {"id": self.id, "type": "function", "function": {"name": name, "arguments": joined}}
+
+    def add(self, parts: list[str | None], data: dict[str, Any], text_key: str, repeat: bool) -> None:
+        if isinstance(data.get("name"), str) and data["name"]:
+            parts[0] = _joined(parts[0], data["name"], repeat)
+        if isinstance(data.get(text_key), str):
+            parts.append(data[text_key])
 
 
-def _joined(current: str | None, piece: str) -> str:
+def _joined(current: str | None, piece: str, repeat: bool = False) -> str:
     """A tool call's name or id streamed in several pieces, joined as the OpenAI SDK
-    and LangChain join them; a piece that repeats the whole value so far (as some
-    servers send it in every delta) is a repeat. (The stream filter then sends the
-    call on with its name and id once, as judged.)"""
-    return piece if current is None or piece == current else current + piece
+    and LangChain join them; a piece equal to the value so far, in a delta that
+    repeats the call's id too, is a repeat (some servers send both in every delta).
+    (The stream filter then sends the call on with its name and id once, as judged.)"""
+    return piece if current is None or (repeat and piece == current) else current + piece
 
 
 class ChatStreamDecoder:
@@ -348,30 +366,26 @@ class ChatStreamDecoder:
         if not isinstance(tool_calls, list):
             return
         for piece in tool_calls:
-            if not isinstance(piece, dict) or not isinstance(piece.get("index"), int):
-                continue
+            if not isinstance(piece, dict) or type(piece.get("index")) is not int:
+                continue  # the stream filter drops such pieces: no client runs what was not judged
             index = piece["index"]
             call = self._calls.get(index)
             if call is None:
                 call = self._calls[index] = _PartialCall()
                 self._queue.expect(index)
                 self._close_calls(index)
-            if isinstance(piece.get("id"), str):
-                call.id = _joined(call.id, piece["id"])
-            custom = piece.get("custom")
-            if piece.get("type") == "custom" or isinstance(custom, dict):  # a custom tool: free-text input
-                call.custom = True
-                if isinstance(custom, dict):
-                    if isinstance(custom.get("name"), str) and custom["name"]:
-                        call.name = _joined(call.name, custom["name"])
-                    if isinstance(custom.get("input"), str):
-                        call.arguments.append(custom["input"])
-            function = piece.get("function")
-            if isinstance(function, dict):
-                if isinstance(function.get("name"), str) and function["name"]:
-                    call.name = _joined(call.name, function["name"])
-                if isinstance(function.get("arguments"), str):
-                    call.arguments.append(function["arguments"])
+            piece_id = piece.get("id")
+            repeat = isinstance(piece_id, str) and piece_id == call.id
+            if isinstance(piece_id, str) and piece_id:
+                call.id = _joined(call.id, piece_id, repeat)
+            if isinstance(piece.get("type"), str):
+                call.type = piece["type"]
+            if isinstance(piece.get("custom"), dict):  # a custom tool: free-text input
+                call.custom_data = True
+                call.add(call.custom, piece["custom"], "input", repeat)
+            if isinstance(piece.get("function"), dict):
+                call.function_data = True
+                call.add(call.function, piece["function"], "arguments", repeat)
 
     def _close_calls(self, before: int | None) -> None:
         """Mark calls complete: all of them, or those before index ``before`` whose JSON is whole."""

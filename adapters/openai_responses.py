@@ -207,10 +207,17 @@ def _item_event(item: dict[str, Any], names: dict[str, str]) -> TrajectoryEvent 
     return None
 
 
+def action_field(item: dict[str, Any]) -> str:
+    """The field of a built-in tool's call that says what to do (a computer call may
+    batch its steps in ``actions``)."""
+    field = ACTION_CALLS[item["type"]][1]
+    return "actions" if field == "action" and "action" not in item and "actions" in item else field
+
+
 def _call_event(item: dict[str, Any]) -> TrajectoryEvent:
     action = ACTION_CALLS.get(item.get("type"))  # type: ignore[arg-type]
     if action is not None:  # a built-in tool: named by its type, judged by what it is told to do
-        name, field = action
+        name, field = action[0], action_field(item)
         return TrajectoryEvent(
             kind=EventKind.TOOL_CALL,
             tool_name=name,

@@ -30,7 +30,7 @@ import orjson
 from adapters.common import load_event, str_or_none
 from adapters.edits import ActionEdit, TextEdit
 from adapters.model import Call, TrajectoryEvent
-from adapters.openai_responses import ACTION_CALLS, ResponsesAdapter
+from adapters.openai_responses import ACTION_CALLS, ResponsesAdapter, action_field
 from adapters.sse import SSEParser, encode_sse
 
 Json = dict[str, Any]
@@ -196,6 +196,7 @@ class ResponsesStreamFilter:
         self._seq: int | None = None  # the next sequence_number to send
         self._said = False  # assistant text has been sent
         self._replaced: dict[int, tuple[str | None, Json]] = {}  # output index -> (call identity, new item)
+        self._allowed: dict[str | None, Json] = {}  # call identity -> the call as judged and let through
 
     def feed(self, chunk: bytes) -> None:
         buf = self._buf
@@ -243,6 +244,7 @@ class ResponsesStreamFilter:
             raise RuntimeError("decide() called with no tool call awaiting a verdict; next() hands them out")
         self._held = None
         if edit.verdict == "allow":
+            self._allowed[_identity(held.item)] = held.item
             self._ready.append(b"".join([self._emit(frame) for frame in held.span]))
             return
         new = _edited(held.item, edit, self._said)
@@ -321,7 +323,7 @@ class ResponsesStreamFilter:
             if seq != self._seq:
                 fresh = {**data, "sequence_number": self._seq}
             self._seq += 1
-        if self._replaced and isinstance(data.get("response"), dict):
+        if frame.kind in _FINAL_EVENTS and isinstance(data.get("response"), dict):
             response = self._summary(data["response"])
             if response is not None:
                 fresh = {**(fresh or data), "response": response}
@@ -338,7 +340,10 @@ class ResponsesStreamFilter:
         return encode_sse(orjson.dumps(data), data["type"] if named else None)
 
     def _summary(self, response: Json) -> Json | None:
-        """``response`` with rewritten calls replaced in its output, or None if none shows."""
+        """The terminal ``response`` with its calls as they were judged: rewritten ones
+        replaced, and any call the stream did not deliver for judging (or delivered
+        other than the summary lists it) taken out or put back as judged, since SDKs
+        build the final response from this summary. None when it needs no change."""
         output = response.get("output")
         if not isinstance(output, list) or not output:
             return None
@@ -349,7 +354,18 @@ class ResponsesStreamFilter:
             if at is not None:
                 new[at] = item
                 changed = True
-        return {**response, "output": new} if changed else None
+        edited = {id(item) for _, item in self._replaced.values()}
+        kept = []
+        for item in new:
+            if _is_call(item) and id(item) not in edited:
+                judged = self._allowed.get(_identity(item))
+                if judged is None:  # never streamed for judging: no client may get it
+                    changed = True
+                    continue
+                if judged != item:
+                    item, changed = judged, True
+            kept.append(item)
+        return {**response, "output": kept} if changed else None
 
 
 def _is_call(item: Any) -> bool:
@@ -386,7 +402,7 @@ def _edited(item: Json, edit: ActionEdit, after_text: bool) -> Json:
     """What stands where call ``item`` was: itself with new arguments, or a message
     saying why it is gone. Any verdict but allow and patch denies (fail closed)."""
     if edit.verdict == "patch" and item["type"] in ACTION_CALLS:  # a built-in tool's action, an object
-        return {**item, ACTION_CALLS[item["type"]][1]: edit.arguments}
+        return {**item, action_field(item): edit.arguments}
     if edit.verdict == "patch":
         key = _WIRE[item["type"]][0]
         arguments = edit.arguments

@@ -121,6 +121,20 @@ def decode_call(adapter: Adapter, raw: bytes, resent: ResendCache | None = None)
     return call
 
 
+def unsupported_parameter(call: Call) -> InvalidRequest | None:
+    """Parameters that would let a tool call reach the agent unjudged."""
+    n = call.params.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):  # 2, but also 2.0 and "2", which lenient servers take
+        return InvalidRequest("n > 1 is not supported: Proctor judges and records one reply per call, the one the "
+                              "agent goes on with, and every choice would need judging; send n = 1 (or omit n)",
+                              code="unsupported_parameter", param="n")
+    if call.api == "responses" and call.params.get("background") not in (None, False):
+        return InvalidRequest("background responses are not supported: their tool calls would reach the agent later "
+                              "through GET /v1/responses/{id}, unjudged; send background: false (or omit it)",
+                              code="unsupported_parameter", param="background")
+    return None
+
+
 async def read_within(request: web.Request, seconds: float, limit: int | None = None) -> bytes:
     """The request body, or TimeoutError after ``seconds``; InvalidRequest for a body
     declared larger than ``limit`` (at once, before it is sent) or one that cannot be
@@ -220,12 +234,8 @@ class ModelCall:
             return await self._fail(err)
 
         self.res = await proxy.sessions.resolve(request.headers, call)
-        n = call.params.get("n")
-        if n is not None and (isinstance(n, bool) or n != 1):  # 2, but also 2.0 and "2", which lenient servers take
-            return await self._fail(InvalidRequest(
-                "n > 1 is not supported: Proctor judges and records one reply per call, the one the agent "
-                "goes on with, and every choice would need judging; send n = 1 (or omit n)",
-                code="unsupported_parameter", param="n"))
+        if (unsupported := unsupported_parameter(call)) is not None:
+            return await self._fail(unsupported)
         self.enf = await Enforcement.open(
             proxy.policy, proxy.approvals, proxy.store, call, self.res, self.call_id, request.headers
         )
@@ -346,6 +356,9 @@ class ModelCall:
         if not client_gone and not decoder.finished:  # relayed as it came, but the audit must say so
             self.outcome.error = (f"the upstream stream ended without its end (no finish reason, terminal event or "
                                   f"message_stop): an error event, or not a {self.adapter.api} stream at all")
+        elif not client_gone and _tool_calls(reply.events) != _tool_calls(judged):
+            self.outcome.error = ("the upstream's final response lists other tool calls than it streamed; the client "
+                                  "got the calls as they were judged")
         await self._record()
         if fault is not None:
             if self.request.transport is not None:  # the client must see a broken stream, as without us
@@ -432,6 +445,9 @@ class ModelCall:
             # what the policy saw, said and labelled came from the same texts
             events, labels = redacted, redact_json(labels, secrets)
             decisions = [redact_decision(d, secrets) for d in decisions]
+            reply_events = redacted[len(appended):len(appended) + len(reply_events)]
+        if secrets and outcome.error:
+            outcome.error = redact_json(outcome.error, secrets)
         denied_calls = [(ev.tool_call_id, kind, "; ".join(f"{d['rule']}: {d['message']}" for d in ev.labels["denied"]))
                         for ev in reply_events if ev.kind is EventKind.TOOL_CALL and ev.labels.get("denied")
                         and ev.tool_call_id and (kind := answer_type(ev))] if self.adapter.api == "responses" else []
@@ -454,6 +470,10 @@ class ModelCall:
                 decisions=decisions, denied_calls=denied_calls,
             )
         )
+
+
+def _tool_calls(events: Any) -> list[tuple[Any, ...]]:
+    return [(e.tool_call_id, e.tool_name, e.arguments) for e in events if e.kind is EventKind.TOOL_CALL]
 
 
 def _error_event(err: ProctorError) -> TrajectoryEvent:

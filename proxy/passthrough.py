@@ -18,7 +18,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from proxy.calls import body_too_slow, error_response, read_within
+from proxy.calls import body_too_large, body_too_slow, error_response, read_within
 from proxy.context import PROXY
 from proxy.errors import ProctorError
 from proxy.ids import random_hex
@@ -50,6 +50,8 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
                 if request.body_exists else None
         except asyncio.TimeoutError:
             raise body_too_slow(proxy.config.client_body_timeout) from None
+        except web.HTTPRequestEntityTooLarge:  # sent chunked, with no length to refuse it by
+            raise body_too_large(proxy.config.max_body_bytes) from None
         up = await proxy.upstream.send(
             request.method,
             proxy.upstream.target(api, request.path, request.query_string),

@@ -31,29 +31,45 @@ def redact_credentials(text: str, headers: Mapping[str, str], config: ProxyConfi
 
 
 def redact_events(events: list[TrajectoryEvent], secrets: list[str]) -> list[TrajectoryEvent] | None:
-    """``events`` with the call's credentials cut out of texts and arguments (an upstream
-    or a model may echo a key in a reply, which the agent then sends back); None when
-    none holds one. A redacted event keeps the hash of what was sent, which later
-    calls' histories are matched by."""
+    """``events`` with the call's credentials cut out of texts, arguments and labels (an
+    upstream or a model may echo a key in a reply, which the agent then sends back, and a
+    denial's message may quote it); None when none holds one. A redacted event keeps the
+    hash of what was sent, which later calls' histories are matched by."""
     changed = False
     out = []
     for ev in events:
-        text, arguments = ev.text, ev.arguments
-        for secret in secrets:
-            if text is not None and secret in text:
-                text = text.replace(secret, "[redacted]")
-            if arguments is not None and not isinstance(arguments, str) and secret in (dumped := orjson.dumps(arguments).decode()):
-                arguments = orjson.loads(dumped.replace(orjson.dumps(secret).decode()[1:-1], "[redacted]"))
-            elif isinstance(arguments, str) and secret in arguments:
-                arguments = arguments.replace(secret, "[redacted]")
-        if text is ev.text and arguments is ev.arguments:
+        text, arguments, labels = ev.text, ev.arguments, ev.labels
+        if text is not None and any(s in text for s in secrets):
+            text = _cut(text, secrets)
+        if isinstance(arguments, str):
+            if any(s in arguments for s in secrets):
+                arguments = _cut(arguments, secrets)
+        elif arguments is not None:
+            arguments = _redacted_json(arguments, secrets)
+        if labels:
+            labels = _redacted_json(labels, secrets)
+        if text is ev.text and arguments is ev.arguments and labels is ev.labels:
             out.append(ev)
             continue
         changed = True
-        redacted = dataclasses.replace(ev, text=text, arguments=arguments, labels={**ev.labels, "redacted": True})
+        redacted = dataclasses.replace(ev, text=text, arguments=arguments, labels={**labels, "redacted": True})
         object.__setattr__(redacted, "_hash", ev.hash)
         out.append(redacted)
     return out if changed else None
+
+
+def _cut(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _redacted_json(value: Any, secrets: list[str]) -> Any:
+    """``value`` itself when no secret is in it, else a redacted copy (one serialisation)."""
+    dumped = orjson.dumps(value, default=str).decode()
+    if not any(s in dumped or orjson.dumps(s).decode()[1:-1] in dumped for s in secrets):
+        return value
+    return redact_json(value, secrets)
 
 
 def redact_json(value: Any, secrets: list[str]) -> Any:

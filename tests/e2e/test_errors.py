@@ -123,6 +123,8 @@ RESPONSES_BAD: list[tuple[str, bytes | Any, str, str]] = [
     ("missing-model", {"input": "hi"}, "missing_field", "'model' is required"),
     ("missing-input", {"model": "gpt-test"}, "missing_field", "'input'"),
     ("input-number", {"model": "gpt-test", "input": 3}, "invalid_type", "'input'"),
+    # its tool calls would come later through GET /v1/responses/{id}, which nothing judges
+    ("background", {"model": "gpt-test", "input": "hi", "background": True}, "unsupported_parameter", "background responses"),
 ]
 
 
@@ -529,3 +531,17 @@ def test_a_stream_that_never_ends_properly_is_relayed_and_recorded_as_such(make_
                 assert call.status == 200 and "ended without its end" in (call.error or ""), (path, kind, call.error)
     finally:
         loop_thread.run(runner.cleanup())
+
+
+def test_a_chunked_pass_through_body_over_the_limit_is_413_and_recorded(make_proxy: Any, upstream: Any) -> None:
+    proxy = make_proxy(max_body_bytes=2048)
+
+    def chunks() -> Any:
+        for _ in range(8):
+            yield b"x" * 1024
+
+    resp = httpx.post(proxy.url + "/embeddings", content=chunks(), timeout=10,
+                      headers={"Content-Type": "application/json", "X-Proctor-Session": "chunked-big"})
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "body_too_large"
+    assert recorded(proxy, "chunked-big").status == 413
+    still_serves(proxy, upstream)

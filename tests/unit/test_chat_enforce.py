@@ -436,6 +436,29 @@ def test_a_name_repeated_in_every_piece_is_one_name() -> None:
     assert out.count(b'"read_file"') == 1 and out.count(b'"call_1"') == 1
 
 
+def test_a_function_call_with_a_custom_field_is_judged_as_the_function_it_is() -> None:
+    """The SDKs read a call by its type: a stray `custom` object on a function call must not
+    make the policy see free text while the agent runs the function."""
+    stream = chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "custom": {"name": "x"},
+                                     "function": {"name": "shell", "arguments": '{"command":"rm -rf ~/"}'}}]}) \
+        + chunk({}, "tool_calls") + b"data: [DONE]\n\n"
+    out, trace = run([stream], [deny(0)])
+    (event,) = tool_events(trace)
+    assert (event.tool_name, event.arguments, event.labels) == ("shell", {"command": "rm -rf ~/"}, {})
+    assert b"rm -rf" not in out
+
+
+@pytest.mark.parametrize("index", ["0", None, True, 0.0])
+def test_a_piece_no_integer_index_places_never_reaches_the_client(server: ReplyServer, index: Any) -> None:
+    """The decoder cannot place it, so nothing judges it; SDKs would read "0" or null as call 0."""
+    stream = chunk({"role": "assistant", "content": "ok", "tool_calls": [
+        {"index": index, "id": "call_1", "type": "function", "function": {"name": "shell", "arguments": '{"command":"rm -rf ~/"}'}}]}) \
+        + chunk({}, "stop") + b"data: [DONE]\n\n"
+    out, trace = run([stream], [])
+    assert tool_events(trace) == [] and b"rm -rf" not in out and b"tool_calls" not in out
+    assert_client_sees(server, out, Expected("ok", [], "stop"))
+
+
 def test_another_choice_never_reaches_the_client(server: ReplyServer) -> None:
     """Requests for n > 1 are refused, so a second choice is something no policy saw: it is dropped,
     with its tool calls, its text and its finish, from streams and JSON replies alike."""
@@ -444,10 +467,12 @@ def test_another_choice_never_reaches_the_client(server: ReplyServer) -> None:
     head = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
     both = {**head, "choices": [{"index": 0, "delta": {"content": "Hello"}, "logprobs": None, "finish_reason": None},
                                 {**second, "delta": {"content": "psst"}}]}
+    text_only = {**head, "choices": [{**second, "delta": {"content": " and psst"}}]}  # one "index": the fast path's case
     stream = b"".join([
         chunk({"role": "assistant", "content": "Hi."}),
         b"data: " + orjson.dumps(both) + b"\n\n",
         b"data: " + orjson.dumps({**head, "choices": [second]}) + b"\n\n",
+        b"data: " + orjson.dumps(text_only) + b"\n\n",
         chunk({}, "stop"), b"data: [DONE]\n\n"])
     for size in (5, 10_000):
         out, trace = run(pieces(stream, size), [])
@@ -463,6 +488,8 @@ def test_another_choice_never_reaches_the_client(server: ReplyServer) -> None:
     assert [c["index"] for c in rewritten["choices"]] == [0] and completion["choices"][1]["index"] == 1
     untouched = {**completion, "choices": completion["choices"][:1]}
     assert enforcer.rewrite_response(untouched, [], None) is untouched
+    first_null = {**completion, "choices": [None, completion["choices"][1]]}
+    assert b"rm -rf" not in orjson.dumps(enforcer.rewrite_response(first_null, [], None))
 
 
 def test_legacy_function_call_stream() -> None:

@@ -375,7 +375,7 @@ SHELL = {"id": "sh_1", "type": "shell_call", "status": "completed", "call_id": "
 APPLY_PATCH = {"id": "ap_1", "type": "apply_patch_call", "status": "completed", "call_id": "call_p1",
                "operation": {"type": "update_file", "path": "src/app.py", "diff": "-a\n+b"}}
 COMPUTER = {"id": "cu_1", "type": "computer_call", "status": "completed", "call_id": "call_c1",
-            "action": {"type": "type", "text": "hello"}, "pending_safety_checks": []}
+            "actions": [{"type": "type", "text": "hello"}, {"type": "keypress", "keys": ["ENTER"]}], "pending_safety_checks": []}
 BUILT_IN = [LOCAL_SHELL, SHELL, APPLY_PATCH, COMPUTER]
 
 
@@ -397,7 +397,7 @@ def test_built_in_tool_calls_are_judged_like_function_calls(served: Served) -> N
     assert [(e.kind, e.tool_name, e.tool_call_id) for e in reply] == [
         (EventKind.TOOL_CALL, "local_shell", "call_l1"), (EventKind.TOOL_CALL, "shell", "call_s1"),
         (EventKind.TOOL_CALL, "apply_patch", "call_p1"), (EventKind.TOOL_CALL, "computer", "call_c1")]
-    assert [e.arguments for e in reply] == [LOCAL_SHELL["action"], SHELL["action"], APPLY_PATCH["operation"], COMPUTER["action"]]
+    assert [e.arguments for e in reply] == [LOCAL_SHELL["action"], SHELL["action"], APPLY_PATCH["operation"], COMPUTER["actions"]]
 
     stream = built_in_stream(BUILT_IN)
     for pieces in splits(stream).values():
@@ -414,6 +414,27 @@ def test_built_in_tool_calls_are_judged_like_function_calls(served: Served) -> N
     rewritten = ENFORCER.rewrite_response(body, [DENY_1, ActionEdit("patch", arguments={"commands": ["ls"]}), ALLOW, ALLOW], None)
     assert [o["type"] for o in rewritten["output"]] == ["message", "shell_call", "apply_patch_call", "computer_call"]
     assert rewritten["output"][1]["action"] == {"commands": ["ls"]} and b"curl" not in orjson.dumps(rewritten)
+
+
+def test_a_terminal_response_lists_only_the_calls_as_judged(served: Served) -> None:
+    """SDKs build the final response from the terminal event: a call it lists that the stream
+    never delivered for judging (here in place of the judged one) is taken out of it."""
+    read = {"id": "fc_1", "type": "function_call", "status": "completed", "name": "read_file", "call_id": "call_1",
+            "arguments": '{"path":"README.md"}'}
+    stream = built_in_stream([read])
+    events = payloads(stream)
+    events[-1]["response"]["output"] = [SHELL]
+    swapped = b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+    log = drive([swapped], [ALLOW])
+    assert [e.tool_name for e in log if isinstance(e, TrajectoryEvent)] == ["read_file"]
+    out = emitted(log)
+    assert b"rm -rf" not in out
+    _, final = served.stream(out)
+    assert [o.type for o in final.output] == []
+    events[-1]["response"]["output"] = [{**read, "arguments": '{"path":"/etc/shadow"}'}]  # same call, other arguments
+    altered = b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+    _, final = served.stream(emitted(drive([altered], [ALLOW])))
+    assert [(o.type, o.arguments) for o in final.output] == [("function_call", '{"path":"README.md"}')]
 
 
 def test_built_in_tool_calls_and_outputs_in_a_request() -> None:
