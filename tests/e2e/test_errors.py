@@ -377,21 +377,26 @@ def _raw_request(proxy: Any, head: bytes) -> socket.socket:
     return conn
 
 
-def test_a_body_sent_too_slowly_gets_a_408_and_the_server_serves_on(make_proxy: Any, upstream: Any) -> None:
-    upstream.answer(echo_responder)
-    proxy = make_proxy(client_body_timeout=0.3)
-    conn = _raw_request(proxy, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                               b"Content-Length: 500\r\n\r\n{\"model\": ")
+def _reply_of(conn: socket.socket) -> tuple[bytes, dict[str, Any]]:
+    reply = b""
     with conn:
-        reply = b""
         while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
             piece = conn.recv(65536)
             if not piece:
                 break
             reply += piece
     status_line, _, rest = reply.partition(b"\r\n")
+    return status_line, orjson.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_a_body_sent_too_slowly_gets_a_408_and_the_server_serves_on(make_proxy: Any, upstream: Any) -> None:
+    upstream.answer(echo_responder)
+    proxy = make_proxy(client_body_timeout=0.3)
+    conn = _raw_request(proxy, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 500\r\n\r\n{\"model\": ")
+    status_line, body = _reply_of(conn)
     assert b" 408 " in status_line
-    error = orjson.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    error = body["error"]
     assert error["code"] == "request_timeout" and "client_body_timeout" in error["message"]
     assert post(proxy.url + "/chat/completions", CHAT_OK).status_code == 200
     # the same for a pass-through endpoint, and the call is recorded
@@ -436,18 +441,6 @@ def test_a_client_gone_before_the_stream_starts_is_recorded(make_proxy: Any, loo
         assert "disconnected before the response started" in (call.error or "")
         assert [e.kind.value for e in events_of(proxy, "gone-early")] == ["user"]
         assert httpx.get(proxy.base + "/healthz").status_code == 200
-
-
-def _reply_of(conn: socket.socket) -> tuple[bytes, dict[str, Any]]:
-    reply = b""
-    with conn:
-        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-            piece = conn.recv(65536)
-            if not piece:
-                break
-            reply += piece
-    status_line, _, rest = reply.partition(b"\r\n")
-    return status_line, orjson.loads(rest.partition(b"\r\n\r\n")[2])
 
 
 def test_a_body_declared_too_large_is_refused_before_it_is_sent(make_proxy: Any, upstream: Any) -> None:
