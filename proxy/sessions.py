@@ -170,9 +170,12 @@ class SessionResolver:
             if known is not None:
                 sid, node = known
                 nodes = history.chain(call.history, start=node)
+                target = key.session_id if key is not None else sid
+                seen, anchor = await self._instructions_seen(target, call)
                 if key is not None:
-                    return _plan(key.session_id, key.rule, call, node, 0, nodes, parent=key.parent_id)
-                return _plan(sid, "previous_response_id", call, node, 0, nodes)
+                    return _plan(key.session_id, key.rule, call, node, 0, nodes, known=seen, anchor=anchor,
+                                 parent=key.parent_id)
+                return _plan(sid, "previous_response_id", call, node, 0, nodes, known=seen, anchor=anchor)
 
         full = history.of_call(call)
         if key is not None:
@@ -193,6 +196,21 @@ class SessionResolver:
                 return _plan(earlier, "retry", call, full[-1], len(full), [])
         parent = await self._named_parent(headers) or await self._spawner(call)
         return _plan(new_session_id(), "new", call, history.ROOT, 0, full, parent=parent)
+
+    async def _instructions_seen(self, session_id: str, call: Call) -> tuple[set[str], int]:
+        """A call continuing a response re-sends its ``instructions`` (the API does not
+        carry them over): the leading system events the session already holds, so they
+        are not recorded again with every call. (hashes, how many leading events)"""
+        lead = 0
+        while lead < len(call.history) and call.history[lead].kind is EventKind.SYSTEM:
+            lead += 1
+        if not lead:
+            return set(), 0
+        seen = await self.store.known_hashes(session_id, [ev.hash for ev in call.history[:lead]])
+        anchor = 0
+        while anchor < lead and call.history[anchor].hash in seen:
+            anchor += 1
+        return seen, anchor
 
     async def _named_parent(self, headers: Mapping[str, str]) -> str | None:
         """The parent a sub-agent's header names, if Proctor holds that session: a

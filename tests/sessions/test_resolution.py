@@ -358,3 +358,20 @@ def test_session_ids_in_utf8_and_of_any_length(agent_proxy: Any) -> None:
     assert len(sid) == MAX_ID and sid.startswith("trace-xxx") and len(calls(agent_proxy, sid)) == 2
     other = chat(agent_proxy, [{"role": "user", "content": "hi"}], **{"X-Proctor-Session": long_id + "y"})[0]
     assert other != sid and len(other) == MAX_ID
+
+
+def test_instructions_resent_with_previous_response_id_are_recorded_once(agent_proxy: Any) -> None:
+    """The Responses API does not carry instructions over, so agents send them with every call
+    that continues a response: the trajectory (and the policy window) holds them once, until
+    they change."""
+    body: dict[str, Any] = {"model": "m", "instructions": "You are terse.", "input": "hi"}
+    status, hdrs, reply = post(agent_proxy, "/responses", body)
+    assert status == 200
+    sid = hdrs["X-Proctor-Session"]
+    for turn, instructions in enumerate(["You are terse.", "You are terse.", "You are verbose."]):
+        status, hdrs, reply = post(agent_proxy, "/responses", {**body, "instructions": instructions,
+                                                              "input": f"more {turn}", "previous_response_id": reply["id"]})
+        assert status == 200 and hdrs["X-Proctor-Session"] == sid
+    kinds = [(e.kind.value, e.text) for e in events(agent_proxy, sid) if e.kind.value in ("system", "user")]
+    assert kinds == [("system", "You are terse."), ("user", "hi"), ("user", "more 0"), ("user", "more 1"),
+                     ("system", "You are verbose."), ("user", "more 2")]
