@@ -26,7 +26,7 @@ import orjson
 from adapters.common import load_event
 from adapters.edits import ALLOW, ActionEdit, TextEdit
 from adapters.model import Call, TrajectoryEvent
-from adapters.openai_chat import ChatStreamDecoder
+from adapters.openai_chat import ChatStreamDecoder, is_custom_call
 from adapters.sse import SSEParser, encode_sse
 
 _TOOL_KEYS = ("tool_calls", "function_call")
@@ -79,7 +79,7 @@ class ChatEnforcer:
         count = sum(isinstance(c, dict) for c in calls) + isinstance(legacy, dict)
         if len(edits) != count:
             raise ValueError(f"{len(edits)} edits for a reply with {count} tool calls")
-        if text is None and all(edit.verdict == "allow" for edit in edits):
+        if text is None and all(edit.verdict == "allow" for edit in edits) and not any(map(_two_forms, calls)):
             return body
 
         new = dict(message)
@@ -154,8 +154,26 @@ class ChatEnforcer:
         return ChatStreamFilter()
 
 
+def _two_forms(call: Any) -> bool:
+    """A call a client could read as another than the one judged: both payloads, or a
+    type its payload contradicts."""
+    if not isinstance(call, dict):
+        return False
+    kind = "custom" if is_custom_call(call) else "function"
+    return isinstance(call.get("custom" if kind == "function" else "function"), dict) or call.get("type", kind) != kind
+
+
+def _as_judged(call: dict[str, Any]) -> dict[str, Any]:
+    """``call`` in the form it was judged in only."""
+    if not _two_forms(call):
+        return call
+    kind = "custom" if is_custom_call(call) else "function"
+    return {**{k: v for k, v in call.items() if k != ("function" if kind == "custom" else "custom")}, "type": kind}
+
+
 def _edit_call(call: dict[str, Any], edit: ActionEdit, refusals: list[str]) -> dict[str, Any] | None:
     """One non-streamed call after its verdict; None (and a refusal noted) when denied."""
+    call = _as_judged(call)
     if edit.verdict == "allow":
         return call
     custom = call.get("custom") if call.get("type") == "custom" else None
@@ -195,6 +213,8 @@ class _HeldCall:
     legacy: bool = False  # streamed as the pre-tools `function_call` delta
     event: TrajectoryEvent | None = None
     named: int = 0  # pieces that carried a name or an id: more than one, and the call is released named once
+    forms: set[str] = field(default_factory=set)  # "type:..." and payload keys seen: more than one form, and
+    # the call is released in the form judged only
 
 
 @dataclass(slots=True, eq=False)
@@ -225,7 +245,8 @@ class ChatStreamFilter:
     """
 
     __slots__ = (
-        "_buf", "_calls", "_crlf", "_decoder", "_envelope", "_items", "_kept", "_open", "_pending", "_sse", "_text_seen"
+        "_buf", "_calls", "_crlf", "_decoder", "_done", "_envelope", "_items", "_kept", "_open", "_pending", "_sse",
+        "_text_seen",
     )
 
     def __init__(self) -> None:
@@ -240,6 +261,7 @@ class ChatStreamFilter:
         self._kept = 0  # calls released so far: the next kept call's index
         self._text_seen = False  # the client has (or will have) text: refusals start a new paragraph
         self._envelope: dict[str, Any] = {}  # id, model, created... for the chunks this filter writes
+        self._done = False  # [DONE] went by: SDKs read nothing after it, and nothing after it is judged
 
     def feed(self, chunk: bytes) -> None:
         buf = self._buf
@@ -307,6 +329,8 @@ class ChatStreamFilter:
     # ---- internals ----
 
     def _on_event(self, raw: bytes) -> None:
+        if self._done:
+            return
         if (
             self._text_seen
             and b'"tool_calls"' not in raw
@@ -319,6 +343,8 @@ class ChatStreamFilter:
             self._items.append(raw)  # text (or usage): nothing for the decoder to complete
             return
         events = self._sse.feed(raw)
+        if events and events[0].data == "[DONE]":
+            self._done = True
         data = load_event(events[0].data) if events else None
         pieces: list[_Piece] = []
         trimmed = False
@@ -390,6 +416,7 @@ class ChatStreamFilter:
                 bisect.insort(self._open, index)
             call.legacy = call.legacy or legacy
             call.named += _names_call(piece)
+            call.forms |= _forms(piece)
             if not call.complete:
                 by_index.setdefault(index, []).append(piece)
         choices = data["choices"]
@@ -418,7 +445,7 @@ class ChatStreamFilter:
             out.append(_encode({**self._envelope, "choices": [choice]}))
             return out
         index, self._kept = self._kept, self._kept + 1
-        renamed = call.named > 1 and call.event is not None
+        renamed = call.event is not None and (call.named > 1 or not _one_form(call.forms, call.event))
         if (edit.verdict == "allow" and index == call.index and not renamed
                 and all(raw is not None for raw, _, _ in entries)):
             return [raw for raw, _, _ in entries if raw is not None]
@@ -466,6 +493,10 @@ def _sanitized(data: dict[str, Any]) -> dict[str, Any]:
     changed = len(kept) != len(choices)
     for i, choice in enumerate(kept):
         delta = choice.get("delta")
+        if isinstance(delta, dict) and "tool_calls" in delta and "function_call" in delta:  # the decoder reads
+            delta = {k: v for k, v in delta.items() if k != "function_call"}  # tool_calls: the legacy field goes
+            kept[i] = choice = {**choice, "delta": delta}
+            changed = True
         pieces = delta.get("tool_calls") if isinstance(delta, dict) else None
         if isinstance(pieces, list) and not all(isinstance(p, dict) and type(p.get("index")) is int for p in pieces):
             placed = [p for p in pieces if isinstance(p, dict) and type(p.get("index")) is int]
@@ -473,6 +504,17 @@ def _sanitized(data: dict[str, Any]) -> dict[str, Any]:
             kept[i] = {**choice, "delta": {**rest, "tool_calls": placed} if placed else rest}
             changed = True
     return {**data, "choices": kept} if changed else data
+
+
+def _forms(piece: dict[str, Any]) -> set[str]:
+    kind = piece.get("type")
+    return {*(k for k in ("function", "custom") if isinstance(piece.get(k), dict)), *((f"type:{kind}",) if kind else ())}
+
+
+def _one_form(forms: set[str], event: TrajectoryEvent) -> bool:
+    """The pieces agree with each other and with the form the call was judged in."""
+    kind = "custom" if event.labels.get("free_text") else "function"
+    return forms <= {kind, f"type:{kind}"}
 
 
 def _names_call(piece: dict[str, Any]) -> int:
@@ -484,16 +526,19 @@ def _names_call(piece: dict[str, Any]) -> int:
 
 def _named_once(piece: dict[str, Any], first: bool, event: TrajectoryEvent) -> dict[str, Any]:
     """A piece of a call whose name or id came in several pieces (the OpenAI SDK joins
-    them, other clients keep the first or the last): the call's first piece carries
-    the whole name and id the policy judged, later pieces neither, so every client
-    reads the same call."""
-    piece = {k: v for k, v in piece.items() if k != "id"}
-    for key in ("function", "custom"):
-        if isinstance(piece.get(key), dict):
-            piece[key] = {k: v for k, v in piece[key].items() if k != "name"}
+    them, other clients keep the first or the last), or whose type and payloads
+    disagree (SDKs go by the type, LangChain by the function object): the call goes
+    on in the form judged only, its first piece carrying the whole name and id the
+    policy judged and later pieces neither, so every client reads the same call."""
+    kind = "custom" if event.labels.get("free_text") else "function"
+    other = "function" if kind == "custom" else "custom"
+    piece = {k: v for k, v in piece.items() if k not in ("id", other)}
+    if "type" in piece:
+        piece["type"] = kind
+    if isinstance(piece.get(kind), dict):
+        piece[kind] = {k: v for k, v in piece[kind].items() if k != "name"}
     if first:
-        key = "custom" if event.labels.get("free_text") else "function"
-        piece[key] = {**(piece.get(key) or {}), "name": event.tool_name}
+        piece[kind] = {**(piece.get(kind) or {}), "name": event.tool_name}
         if event.tool_call_id is not None:
             piece["id"] = event.tool_call_id
     return piece

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from adapters.base import BadRequest
 from adapters.common import (
     FREE_TEXT,
@@ -186,9 +188,17 @@ def _assistant_events(message: dict[str, Any], out: list[TrajectoryEvent]) -> No
     events.close()
 
 
+def is_custom_call(call: dict[str, Any]) -> bool:
+    """A call is a custom tool's when its type says so and it carries a custom object,
+    or it carries only that; a function object is read as a function whatever the
+    type says, as LangChain reads it (the enforcer sends such a call on in one form)."""
+    custom, function = isinstance(call.get("custom"), dict), isinstance(call.get("function"), dict)
+    return custom and (call.get("type") == "custom" or not function)
+
+
 def _tool_call_event(call: dict[str, Any]) -> TrajectoryEvent:
     labels: dict[str, Any] = {}
-    if call.get("type") == "custom":  # free-form input: kept as the raw string, and said to be text
+    if is_custom_call(call):  # free-form input: kept as the raw string, and said to be text
         custom = call.get("custom")
         custom = custom if isinstance(custom, dict) else {}
         name, arguments, labels = custom.get("name"), custom.get("input"), dict(FREE_TEXT)
@@ -257,9 +267,19 @@ class _PartialCall:
 
     @property
     def is_custom(self) -> bool:
-        if self.type in ("function", "custom"):
-            return self.type == "custom"
-        return self.custom_data and not self.function_data  # no type sent: what the pieces carried
+        """Read by its type when the type and the payload agree; else by the payload it
+        carries (LangChain runs a function object whatever the type says). The stream
+        filter sends the call on in the form judged, so no client reads another."""
+        if self.type == "custom" and self.custom_data:
+            return True
+        if self.type == "function" and self.function_data:
+            return False
+        return self.custom_data and not self.function_data
+
+    @property
+    def mixed(self) -> bool:
+        """Its type and payloads disagree, or it carried both payloads."""
+        return (self.custom_data and self.function_data) or (self.type not in (None, "custom" if self.is_custom else "function"))
 
     def as_wire(self) -> dict[str, Any]:
         name, *text = self.custom if self.is_custom else self.function
@@ -271,8 +291,11 @@ class _PartialCall:
     def add(self, parts: list[str | None], data: dict[str, Any], text_key: str, repeat: bool) -> None:
         if isinstance(data.get("name"), str) and data["name"]:
             parts[0] = _joined(parts[0], data["name"], repeat)
-        if isinstance(data.get(text_key), str):
-            parts.append(data[text_key])
+        text = data.get(text_key)
+        if isinstance(text, str):
+            parts.append(text)
+        elif text is not None:  # an object sent as is (the SDK hands it over as is): judged as its JSON
+            parts.append(orjson.dumps(text).decode())
 
 
 def _joined(current: str | None, piece: str, repeat: bool = False) -> str:
@@ -306,11 +329,14 @@ class ChatStreamDecoder:
         self._usage = Usage()
         self._finish: str | None = None
         self.finished = False
+        self._done = False  # [DONE] arrived
 
     def feed(self, chunk: bytes) -> None:
         for event in self._sse.feed(chunk):
+            if self._done:
+                continue  # the stream is over: the SDKs read nothing after [DONE], the filter drops it
             if event.data == "[DONE]":
-                self.finished = True
+                self.finished = self._done = True
                 self._close_calls(None)
                 continue
             data = load_event(event.data)
@@ -361,8 +387,8 @@ class ChatStreamDecoder:
         if isinstance(delta.get("refusal"), str):
             self._refusal.append(delta["refusal"])
         tool_calls = delta.get("tool_calls")
-        if isinstance(delta.get("function_call"), dict):  # legacy: one call, no id
-            tool_calls = [{"index": 0, "function": delta["function_call"]}]
+        if isinstance(delta.get("function_call"), dict) and tool_calls is None:  # legacy: one call, no id
+            tool_calls = [{"index": 0, "function": delta["function_call"]}]  # (beside tool_calls: dropped)
         if not isinstance(tool_calls, list):
             return
         for piece in tool_calls:

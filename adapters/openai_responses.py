@@ -207,21 +207,28 @@ def _item_event(item: dict[str, Any], names: dict[str, str]) -> TrajectoryEvent 
     return None
 
 
-def action_field(item: dict[str, Any]) -> str:
-    """The field of a built-in tool's call that says what to do (a computer call may
-    batch its steps in ``actions``)."""
+def action_fields(item: dict[str, Any]) -> tuple[str, ...]:
+    """The fields of a built-in tool's call that say what to do: a computer call may
+    batch its steps in ``actions``, or carry both (the Agents SDK runs ``actions``)."""
     field = ACTION_CALLS[item["type"]][1]
-    return "actions" if field == "action" and "action" not in item and "actions" in item else field
+    if field == "action" and "actions" in item:
+        return ("action", "actions") if "action" in item else ("actions",)
+    return (field,)
+
+
+def action_arguments(item: dict[str, Any]) -> Any:
+    """What a built-in call is judged by: its one action field, or all of them."""
+    fields = action_fields(item)
+    return item.get(fields[0]) if len(fields) == 1 else {f: item.get(f) for f in fields}
 
 
 def _call_event(item: dict[str, Any]) -> TrajectoryEvent:
     action = ACTION_CALLS.get(item.get("type"))  # type: ignore[arg-type]
     if action is not None:  # a built-in tool: named by its type, judged by what it is told to do
-        name, field = action[0], action_field(item)
         return TrajectoryEvent(
             kind=EventKind.TOOL_CALL,
-            tool_name=name,
-            arguments=item.get(field),
+            tool_name=action[0],
+            arguments=action_arguments(item),
             tool_call_id=str_or_none(item.get("call_id")),
             labels={"builtin": item["type"]},
         )

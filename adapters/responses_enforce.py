@@ -30,7 +30,7 @@ import orjson
 from adapters.common import load_event, str_or_none
 from adapters.edits import ActionEdit, TextEdit
 from adapters.model import Call, TrajectoryEvent
-from adapters.openai_responses import ACTION_CALLS, ResponsesAdapter, action_field
+from adapters.openai_responses import ACTION_CALLS, ResponsesAdapter, action_fields
 from adapters.sse import SSEParser, encode_sse
 
 Json = dict[str, Any]
@@ -402,7 +402,11 @@ def _edited(item: Json, edit: ActionEdit, after_text: bool) -> Json:
     """What stands where call ``item`` was: itself with new arguments, or a message
     saying why it is gone. Any verdict but allow and patch denies (fail closed)."""
     if edit.verdict == "patch" and item["type"] in ACTION_CALLS:  # a built-in tool's action, an object
-        return {**item, action_field(item): edit.arguments}
+        fields = action_fields(item)
+        if len(fields) == 1:
+            return {**item, fields[0]: edit.arguments}
+        patch = edit.arguments if isinstance(edit.arguments, dict) else {}
+        return {**{k: v for k, v in item.items() if k not in fields}, **{f: patch[f] for f in fields if f in patch}}
     if edit.verdict == "patch":
         key = _WIRE[item["type"]][0]
         arguments = edit.arguments

@@ -23,6 +23,7 @@ the same decisions.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import struct
 import sys
@@ -35,6 +36,7 @@ from proxy.policy.bundle import Bundle, PolicyError
 from proxy.policy.engine import EngineError
 
 _LENGTH = struct.Struct(">I")
+log = logging.getLogger("proctor.policy")
 
 
 class _Worker:
@@ -54,12 +56,12 @@ class _Worker:
 
     async def ask(self, kind: bytes, payload: bytes) -> tuple[bytes, bytes]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(_LENGTH.pack(len(payload) + 1) + kind + payload)
-        await self.proc.stdin.drain()
         try:
+            self.proc.stdin.write(_LENGTH.pack(len(payload) + 1) + kind + payload)
+            await self.proc.stdin.drain()
             (size,) = _LENGTH.unpack(await self.proc.stdout.readexactly(_LENGTH.size))
             frame = await self.proc.stdout.readexactly(size)
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, OSError, RuntimeError):  # it died (killed, out of memory): its pipe broke
             raise EngineError(f"the policy worker (pid {self.proc.pid}) exited ({self.proc.returncode})") from None
         return frame[:1], frame[1:]
 
@@ -81,7 +83,7 @@ class _Worker:
 class WorkerEngine:
     """The :class:`~proxy.policy.engine.PolicyEngine` of ``policy_workers`` > 0."""
 
-    name = "embedded"
+    name = "embedded-workers"
     interruptible = True  # evaluate() awaits a pipe: a timeout cancels it, and the worker is replaced
 
     def __init__(self, workers: int) -> None:
@@ -91,6 +93,8 @@ class WorkerEngine:
         self._load: bytes | None = None  # the load frame of the serving bundle, for replacements
         self._revision = ""
         self._loading = asyncio.Lock()
+        self._replacing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def start(self) -> None:
         for _ in range(self.size):
@@ -99,23 +103,30 @@ class WorkerEngine:
             self._idle.put_nowait(worker)
 
     async def close(self) -> None:
+        self._closed = True
+        for task in self._replacing:
+            task.cancel()
+        await asyncio.gather(*self._replacing, return_exceptions=True)
         workers, self._all = self._all, set()
         await asyncio.gather(*(w.stop() for w in workers))
 
     async def load(self, bundle: Bundle, query: str) -> None:
         frame = orjson.dumps({"root": str(bundle.root), "modules": bundle.modules, "data": bundle.data,
                               "revision": bundle.revision, "query": query})
-        async with self._loading:  # every worker switches, one at a time, while calls go on with the others
-            workers = [await self._idle.get() for _ in range(self.size)]
+        async with self._loading:  # calls wait meanwhile: every live worker switches before any serves again
+            workers: list[_Worker] = []
             try:
+                while len(workers) < len(self._all) or not workers:  # (a worker being replaced loads on arrival)
+                    workers.append(await self._idle.get())
                 kind, message = await workers[0].ask(b"L", frame)  # one refuses a broken bundle for all
                 if kind == b"E":
                     raise PolicyError(message.decode())
+                self._load = frame  # a worker replaced meanwhile starts with this bundle
                 for worker in workers[1:]:
                     kind, message = await worker.ask(b"L", frame)
                     if kind == b"E":  # pragma: no cover - the first worker compiled the same bundle
                         raise EngineError(f"a policy worker refused what another compiled: {message.decode()}")
-                self._load, self._revision = frame, bundle.revision
+                self._revision = bundle.revision
             finally:
                 for worker in workers:
                     self._idle.put_nowait(worker)
@@ -127,7 +138,9 @@ class WorkerEngine:
         except BaseException:  # cancelled at the timeout, or the worker died: it is not reused
             worker.kill()
             self._all.discard(worker)
-            asyncio.get_running_loop().create_task(self._replace())
+            task = asyncio.get_running_loop().create_task(self._replace())
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
             raise
         self._idle.put_nowait(worker)
         if kind == b"E":
@@ -135,11 +148,30 @@ class WorkerEngine:
         return orjson.loads(payload), self._revision
 
     async def _replace(self) -> None:
-        worker = await _Worker.spawn()
-        if self._load is not None:
-            await worker.ask(b"L", self._load)
-        self._all.add(worker)
-        self._idle.put_nowait(worker)
+        """A fresh worker with the serving policies, retried until one starts (a spawn can
+        fail under load, out of file descriptors say: the pool must not stay short)."""
+        pause = 0.1
+        while not self._closed:
+            worker: _Worker | None = None
+            try:
+                worker = await _Worker.spawn()
+                if self._load is not None:
+                    kind, message = await worker.ask(b"L", self._load)
+                    if kind == b"E":
+                        raise EngineError(message.decode())
+            except (OSError, EngineError) as e:
+                if worker is not None:
+                    worker.kill()
+                log.error("could not start a policy worker (%s); retrying in %.1fs", e, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            if self._closed:  # closed while it started
+                await worker.stop()
+                return
+            self._all.add(worker)
+            self._idle.put_nowait(worker)
+            return
 
 
 # ---- the worker process ---------------------------------------------------------
@@ -170,9 +202,11 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
                 if engine is None:
                     raise EngineError("no policy is loaded")
                 value = evaluate_compiled(engine, how, query.decode(), input_json)
-                reply = b"R" + orjson.dumps(value, default=list)
+                reply = b"R" + orjson.dumps(value, default=list, option=orjson.OPT_NON_STR_KEYS)
         except (PolicyError, EngineError) as e:
             reply = b"E" + e.message.encode()
+        except Exception as e:  # noqa: BLE001 - anything else fails this decision closed, not the worker
+            reply = b"E" + f"policy worker: {type(e).__name__}: {e}".encode()
         stdout.write(_LENGTH.pack(len(reply)) + reply)
         stdout.flush()
 

@@ -95,3 +95,30 @@ def test_a_broken_reload_keeps_every_worker_on_the_last_good_revision(make_proxy
         for _ in range(3):  # every worker switched
             with pytest.raises(openai.PermissionDeniedError, match="all.no"):
                 c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_worker_killed_from_outside_fails_one_decision_closed_and_is_replaced(make_proxy: Any, upstream: Any) -> None:
+    """Out of memory, say: its pipe breaks. The call gets the engine's error in the API's shape
+    (not a 500), and the pool is whole again for the next calls."""
+    import os
+    import signal
+
+    from proxy.context import PROXY
+
+    proxy = make_proxy(policy_workers=1)
+    engine = proxy.app[PROXY].policy.engine
+    (worker,) = engine._all
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    with client(proxy) as c:
+        with pytest.raises(openai.PermissionDeniedError, match="proctor.engine_error"):
+            c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        deadline = time.time() + 20
+        while True:
+            try:
+                assert c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+                break
+            except openai.PermissionDeniedError:
+                assert time.time() < deadline, "the worker was never replaced"
+                time.sleep(0.2)
+    assert len(engine._all) == 1 and worker not in engine._all

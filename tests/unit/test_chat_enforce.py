@@ -459,6 +459,41 @@ def test_a_piece_no_integer_index_places_never_reaches_the_client(server: ReplyS
     assert_client_sees(server, out, Expected("ok", [], "stop"))
 
 
+def test_a_call_the_sdks_could_read_two_ways_is_sent_on_as_judged(server: ReplyServer) -> None:
+    """A legacy function_call beside tool_calls, a custom type over a function object, arguments
+    sent as an object, events after [DONE]: each client reads the call the policy judged, or none."""
+    bash = {"name": "bash", "arguments": '{"command":"rm -rf /"}'}
+    beside = chunk({"function_call": {"name": "read_file", "arguments": '{"path":"a"}'},
+                    "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": bash}]})
+    out, trace = run([beside + chunk({}, "tool_calls") + b"data: [DONE]\n\n"], [deny(0)])
+    assert [e.tool_name for e in tool_events(trace)] == ["bash"] and b"rm -rf" not in out and b"function_call" not in out
+
+    typed_custom = chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "custom", "function": bash}]})
+    out, trace = run([typed_custom + chunk({}, "tool_calls") + b"data: [DONE]\n\n"], [ALLOW])
+    (event,) = tool_events(trace)
+    assert (event.tool_name, event.arguments, event.labels) == ("bash", {"command": "rm -rf /"}, {})
+    assert b'"type":"custom"' not in out
+    assert_client_sees(server, out, Expected(None, [("call_1", "bash", '{"command":"rm -rf /"}')], "tool_calls"))
+
+    as_object = chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                       "function": {"name": "bash", "arguments": {"command": "rm -rf /"}}}]})
+    _, trace = run([as_object + chunk({}, "tool_calls") + b"data: [DONE]\n\n"], [ALLOW])
+    assert [e.arguments for e in tool_events(trace)] == [{"command": "rm -rf /"}]
+
+    completion = {"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o", "choices": [{"index": 0,
+                  "message": {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "call_1", "type": "custom", "function": bash}]}, "finish_reason": "tool_calls"}]}
+    (event,) = tool_events(list(chat.decode_response(completion).events))
+    assert (event.tool_name, event.arguments) == ("bash", {"command": "rm -rf /"})
+    (sent,) = enforcer.rewrite_response(completion, [ALLOW], None)["choices"][0]["message"]["tool_calls"]
+    assert sent["type"] == "function" and sent["function"] == bash
+
+    after = chunk({"content": "done"}, "stop") + b"data: [DONE]\n\n" + chunk(
+        {"tool_calls": [{"index": 0, "id": "call_9", "type": "function", "function": bash}]})
+    out, trace = run([after], [])
+    assert tool_events(trace) == [] and b"rm -rf" not in out
+
+
 def test_another_choice_never_reaches_the_client(server: ReplyServer) -> None:
     """Requests for n > 1 are refused, so a second choice is something no policy saw: it is dropped,
     with its tool calls, its text and its finish, from streams and JSON replies alike."""

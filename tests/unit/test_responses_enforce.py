@@ -416,6 +416,16 @@ def test_built_in_tool_calls_are_judged_like_function_calls(served: Served) -> N
     assert rewritten["output"][1]["action"] == {"commands": ["ls"]} and b"curl" not in orjson.dumps(rewritten)
 
 
+def test_a_computer_call_with_both_action_fields_is_judged_by_both() -> None:
+    """The Agents SDK runs `actions` when both are there: the policy sees both."""
+    both = {**COMPUTER, "action": {"type": "screenshot"}}
+    (event,) = ADAPTER.decode_response({**response_object(Turn(text="ok"), REQUEST), "output": [both]}).events
+    assert event.arguments == {"action": {"type": "screenshot"}, "actions": COMPUTER["actions"]}
+    body = {**response_object(Turn(text="ok"), REQUEST), "output": [both]}
+    patched = ENFORCER.rewrite_response(body, [ActionEdit("patch", arguments={"action": {"type": "wait"}})], None)
+    assert patched["output"][0]["action"] == {"type": "wait"} and "actions" not in patched["output"][0]
+
+
 def test_a_terminal_response_lists_only_the_calls_as_judged(served: Served) -> None:
     """SDKs build the final response from the terminal event: a call it lists that the stream
     never delivered for judging (here in place of the judged one) is taken out of it."""
