@@ -12,7 +12,8 @@ from adapters.resend import ResendCache
 from proxy import api as admin_api
 from proxy.audit import ui as audit_ui
 from proxy.approvals import Approvals
-from proxy.calls import body_too_large, error_response, handle_model_call
+from proxy.calls import error_response, handle_model_call
+from proxy.incoming import body_too_large
 from proxy.config import ProxyConfig
 from proxy.context import PROXY, Proxy
 from proxy.errors import ProctorError

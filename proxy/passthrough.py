@@ -18,7 +18,8 @@ import time
 import aiohttp
 from aiohttp import web
 
-from proxy.calls import body_too_large, body_too_slow, error_response, read_within
+from proxy.calls import error_response
+from proxy.incoming import body_too_large, body_too_slow, read_within
 from proxy.context import PROXY
 from proxy.errors import ProctorError
 from proxy.ids import random_hex

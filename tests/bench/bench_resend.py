@@ -23,7 +23,7 @@ import orjson
 from adapters import openai_chat
 from adapters.memo import MessageMemo
 from adapters.resend import ResendCache
-from proxy.calls import decode_call
+from proxy.incoming import decode_call
 
 ADAPTER = openai_chat.ChatAdapter()
 

@@ -15,7 +15,7 @@ from adapters import anthropic_messages, openai_chat, openai_responses
 from adapters.common import loads_reply
 from adapters.model import Call
 from adapters.resend import ResendCache
-from proxy import calls, history
+from proxy import history, incoming
 from proxy.errors import InvalidRequest
 
 CHAT, MESSAGES, RESPONSES = openai_chat.ChatAdapter(), anthropic_messages.MessagesAdapter(), openai_responses.ResponsesAdapter()
@@ -92,18 +92,18 @@ def test_an_agent_loop_decodes_as_whole_bodies_do_and_reads_only_what_is_new(cac
     items = turns(12)
     for k in range(2, len(items) + 1):
         raw = dump(body(items[:k]))
-        assert_same(calls.decode_call(adapter, raw, cache), whole(adapter, raw))
+        assert_same(incoming.decode_call(adapter, raw, cache), whole(adapter, raw))
     assert cache.hits >= len(items) - 3  # every call after the first two continued the one before
 
 
 def test_the_cache_reads_only_the_new_elements(cache, monkeypatch: pytest.MonkeyPatch) -> None:
     items = chat_turns(50)
-    calls.decode_call(CHAT, orjson.dumps(chat_body(items[:-2])), cache)
+    incoming.decode_call(CHAT, orjson.dumps(chat_body(items[:-2])), cache)
     decoded: list[object] = []
     real = openai_chat._request_message
     monkeypatch.setattr(openai_chat, "_MEMO", openai_chat.MessageMemo())  # no memo hits either
     monkeypatch.setattr(openai_chat, "_request_message", lambda m, p, n: decoded.append(p) or real(m, p, n))
-    call = calls.decode_call(CHAT, orjson.dumps(chat_body(items)), cache)
+    call = incoming.decode_call(CHAT, orjson.dumps(chat_body(items)), cache)
     assert decoded == [f"messages[{len(items) - 2}]", f"messages[{len(items) - 1}]"]  # the paths are the whole body's
     assert len(call.history) == len(items) and cache.hits == 1
 
@@ -120,22 +120,22 @@ def test_the_cache_reads_only_the_new_elements(cache, monkeypatch: pytest.Monkey
 def test_bodies_that_do_not_continue_byte_for_byte_decode_whole(cache, name, second) -> None:
     items = chat_turns(6)
     first = orjson.dumps({"a": 1, **chat_body(items[:8])}) if "before" in name else orjson.dumps(chat_body(items[:8]))
-    calls.decode_call(CHAT, first, cache)
+    incoming.decode_call(CHAT, first, cache)
     raw = orjson.dumps(second(items))
     if name == "NaN in a new message":  # only the lenient reader takes it; orjson refuses the shortcut's body
         at = raw.rindex(b'{"role":"tool"') + 1
         raw = raw[:at] + b'"x":NaN,' + raw[at:]
-    assert_same(calls.decode_call(CHAT, raw, cache), whole(CHAT, raw))
+    assert_same(incoming.decode_call(CHAT, raw, cache), whole(CHAT, raw))
 
 
 def test_a_duplicate_key_holding_another_list_is_not_taken_for_the_history(cache) -> None:
     items = chat_turns(6)
     first = orjson.dumps(chat_body(items[:8]))
-    calls.decode_call(CHAT, first, cache)
+    incoming.decode_call(CHAT, first, cache)
     # the same bytes up to the end of the first list, which goes on; then a second "messages" key
     evil = first[:-1] + b',"messages":[{"role":"user","content":"only this"}]}'
     cont = evil.replace(orjson.dumps(items[:8])[:-1], orjson.dumps(items[:10])[:-1], 1)
-    got = calls.decode_call(CHAT, cont, cache)
+    got = incoming.decode_call(CHAT, cont, cache)
     assert_same(got, whole(CHAT, cont))
     assert [e.text for e in got.history] == ["only this"]  # what a parser of the body reads (orjson: the last key)
 
@@ -152,7 +152,7 @@ def test_a_list_proven_for_one_end_is_not_taken_as_proven_for_another(cache) -> 
     for raw in (b'{"messages":[' + e + b'],"model":"m","messages":[' + f + b']}',
                 b'{"messages":[' + e + b'],"model":"m","messages":[' + f + b',' + g + b']}',
                 b'{"messages":[' + e + b',' + h + b'],"model":"m"}'):
-        assert_same(calls.decode_call(CHAT, raw, cache), whole(CHAT, raw))
+        assert_same(incoming.decode_call(CHAT, raw, cache), whole(CHAT, raw))
 
 
 @pytest.mark.parametrize("adapter,field,extra", [(CHAT, b"messages", b""), (MESSAGES, b"messages", b',"max_tokens":9'),
@@ -164,11 +164,11 @@ def test_no_client_can_send_the_marker(cache, adapter, field, extra) -> None:
     x = orjson.dumps({"role": "user", "content": "X: the element only the earlier list holds"})
     y = orjson.dumps({"role": "user", "content": "Y"})
     first = b'{"model":"m"' + extra + b',"' + field + b'":[' + e + b']}'
-    calls.decode_call(adapter, first, cache)
+    incoming.decode_call(adapter, first, cache)
     for guess in (b'"\\u0000proctor-continued"', b'"\\u0000proctor-continued-0"'):
         raw = b'{"model":"m"' + extra + b',"' + field + b'":[' + e + b',' + x + b'],"' + field + b'":[' + guess + b',' + y + b']}'
         with pytest.raises(InvalidRequest) as err:  # decoded whole: the first element is no message
-            calls.decode_call(adapter, raw, cache)
+            incoming.decode_call(adapter, raw, cache)
         with pytest.raises(Exception) as direct:
             adapter.decode_request(orjson.loads(raw))
         assert err.value.message == direct.value.message
@@ -180,7 +180,7 @@ def test_a_tool_parameter_named_like_the_list_before_it_does_not_stop_the_shortc
     items = responses_turns(6)
     for k in range(2, 12):
         raw = orjson.dumps({"model": "gpt-4.1", "tools": tools, "input": items[:k]})
-        assert_same(calls.decode_call(RESPONSES, raw, cache), whole(RESPONSES, raw))
+        assert_same(incoming.decode_call(RESPONSES, raw, cache), whole(RESPONSES, raw))
     assert cache.hits == 9
 
 
@@ -188,14 +188,14 @@ def test_a_key_of_the_same_name_before_the_list_is_not_mistaken_for_it(cache) ->
     items = chat_turns(6)
     for k in range(2, 12):
         raw = orjson.dumps({"metadata": {"messages": ["x"]}, **chat_body(items[:k])})
-        assert_same(calls.decode_call(CHAT, raw, cache), whole(CHAT, raw))
+        assert_same(incoming.decode_call(CHAT, raw, cache), whole(CHAT, raw))
 
 
 def test_a_changed_system_prompt_keeps_the_events_and_recomputes_the_nodes(cache) -> None:
     items = messages_turns(4)
-    calls.decode_call(MESSAGES, orjson.dumps(messages_body(items[:5])), cache)
+    incoming.decode_call(MESSAGES, orjson.dumps(messages_body(items[:5])), cache)
     raw = orjson.dumps(messages_body(items[:7], system="now be verbose"))  # "system" comes after the list
-    got = calls.decode_call(MESSAGES, raw, cache)
+    got = incoming.decode_call(MESSAGES, raw, cache)
     assert cache.hits == 1
     assert_same(got, whole(MESSAGES, raw))
     assert got.history[0].text == "now be verbose"
@@ -203,10 +203,10 @@ def test_a_changed_system_prompt_keeps_the_events_and_recomputes_the_nodes(cache
 
 def test_a_bad_new_message_gets_the_error_the_whole_body_gets(cache) -> None:
     items = chat_turns(4)
-    calls.decode_call(CHAT, orjson.dumps(chat_body(items[:6])), cache)
+    incoming.decode_call(CHAT, orjson.dumps(chat_body(items[:6])), cache)
     raw = orjson.dumps(chat_body([*items[:8], {"role": "robot", "content": "x"}]))
     with pytest.raises(InvalidRequest) as via_cache:
-        calls.decode_call(CHAT, raw, cache)
+        incoming.decode_call(CHAT, raw, cache)
     with pytest.raises(Exception) as direct:
         CHAT.decode_request(orjson.loads(raw))
     assert via_cache.value.message == direct.value.message and "messages[8]" in via_cache.value.message
@@ -214,9 +214,9 @@ def test_a_bad_new_message_gets_the_error_the_whole_body_gets(cache) -> None:
 
 def test_a_body_continues_only_a_body_of_its_own_api(cache) -> None:
     items = [{"role": "user", "content": SYSTEM + str(i)} for i in range(6)]  # valid for Chat and Messages alike
-    calls.decode_call(CHAT, orjson.dumps({"messages": items[:3], "model": "m", "max_tokens": 9}), cache)
+    incoming.decode_call(CHAT, orjson.dumps({"messages": items[:3], "model": "m", "max_tokens": 9}), cache)
     raw = orjson.dumps({"messages": items, "model": "m", "max_tokens": 9})
-    got = calls.decode_call(MESSAGES, raw, cache)
+    got = incoming.decode_call(MESSAGES, raw, cache)
     assert cache.hits == 0 and got.api == "messages"
     assert_same(got, whole(MESSAGES, raw))
 
@@ -229,7 +229,7 @@ def test_many_sessions_of_one_agent_in_lockstep_all_continue(cache) -> None:
             if step:
                 messages += [{"role": "assistant", "content": f"step {step} of {i}"}, {"role": "user", "content": "go on"}]
             raw = orjson.dumps(chat_body(messages))
-            assert_same(calls.decode_call(CHAT, raw, cache), whole(CHAT, raw))
+            assert_same(incoming.decode_call(CHAT, raw, cache), whole(CHAT, raw))
     assert cache.hits == 40 * 5 and cache.misses == 40
 
 
@@ -260,7 +260,7 @@ def test_a_body_only_the_lenient_reader_takes_decodes_with_integers_read_as_orjs
     # so hashing, storing and policy input) cannot write it back: it is read as a float.
     raw = (b'{"model":"m","max_tokens":5,"temperature":NaN,"messages":[{"role":"assistant","content":'
            b'[{"type":"tool_use","id":"t","name":"n","input":{"a":18446744073709551616,"b":-9223372036854775809,"c":7}}]}]}')
-    call = calls.decode_call(MESSAGES, raw, cache)
+    call = incoming.decode_call(MESSAGES, raw, cache)
     assert call.history[0].arguments == {"a": 1.8446744073709552e19, "b": -9.223372036854776e18, "c": 7}
     assert call.history[0].arguments == orjson.loads(raw.replace(b"NaN", b"0"))["messages"][0]["content"][0]["input"]
     assert len(call.nodes) == 1 and call.history[0].hash
