@@ -57,7 +57,7 @@ def build_policy_point(config: ProxyConfig) -> PolicyPoint:
     if config.policy_engine == "opa":
         engine = OpaEngine(config.opa_url)
     elif config.policy_workers:
-        engine = WorkerEngine(config.policy_workers)
+        engine = WorkerEngine(config.policy_workers, config.policy_timeout)
     else:
         engine = EmbeddedEngine()
     return PolicyPoint(

@@ -199,18 +199,17 @@ class SessionResolver:
 
     async def _instructions_seen(self, session_id: str, call: Call) -> tuple[set[str], int]:
         """A call continuing a response re-sends its ``instructions`` (the API does not
-        carry them over): the leading system events the session already holds, so they
-        are not recorded again with every call. (hashes, how many leading events)"""
+        carry them over): when they are the session's latest system events, they are
+        not recorded again with every call. (their hashes, how many leading events)"""
         lead = 0
         while lead < len(call.history) and call.history[lead].kind is EventKind.SYSTEM:
             lead += 1
         if not lead:
             return set(), 0
-        seen = await self.store.known_hashes(session_id, [ev.hash for ev in call.history[:lead]])
-        anchor = 0
-        while anchor < lead and call.history[anchor].hash in seen:
-            anchor += 1
-        return seen, anchor
+        sent = [ev.hash for ev in call.history[:lead]]
+        if await self.store.latest_system_hashes(session_id, lead) != sent:
+            return set(), 0  # new, or changed (back to earlier ones, too): recorded
+        return set(sent), lead
 
     async def _named_parent(self, headers: Mapping[str, str]) -> str | None:
         """The parent a sub-agent's header names, if Proctor holds that session: a

@@ -100,6 +100,7 @@ def _query_value(engine: Any, query: str) -> Any:
 class EmbeddedEngine:
     name = "embedded"
     interruptible = False  # regorus runs to completion holding the GIL; only its duration can be judged
+    times_itself = False
 
     def __init__(self) -> None:
         self._engine: Any = None

@@ -19,6 +19,10 @@ class PolicyEngine(Protocol):
     # True when evaluate() awaits something (a server) and can be cancelled at the
     # timeout; False for an in-process engine that runs to completion on the loop.
     interruptible: bool
+    # True when the engine ends an evaluation at policy_timeout itself, counting the
+    # evaluation only (not the wait for a free worker): the decision point then neither
+    # cancels it nor judges its duration.
+    times_itself: bool
 
     async def start(self) -> None: ...
 

@@ -19,6 +19,7 @@ from proxy.policy.engine import EngineError
 class OpaEngine:
     name = "opa"
     interruptible = True
+    times_itself = False
 
     def __init__(self, url: str, *, push: bool = True, timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")

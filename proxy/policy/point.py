@@ -268,12 +268,14 @@ class PolicyPoint:
         revision = self.revision
         try:
             evaluation = self.engine.evaluate(self.query, orjson.dumps(doc, default=str))
-            if self.engine.interruptible:
-                result, revision = await asyncio.wait_for(evaluation, self.timeout)
-            else:  # a task to time it out could not stop it: await it inline, judge its duration below
+            if self.engine.times_itself:
                 result, revision = await evaluation
-            if time.perf_counter() - t0 > self.timeout:  # an in-process engine cannot be interrupted, only judged late
-                raise EngineError(f"policy evaluation took longer than {self.timeout:g}s")
+            elif self.engine.interruptible:
+                result, revision = await asyncio.wait_for(evaluation, self.timeout)
+            else:  # a task to time it out could not stop it: await it inline, judge its duration
+                result, revision = await evaluation
+                if time.perf_counter() - t0 > self.timeout:  # in process it cannot be interrupted, only judged late
+                    raise EngineError(f"policy evaluation took longer than {self.timeout:g}s")
             decision = parse_decision(result, shadow_rules=self.shadow_rules, mode=self.mode)  # type: ignore[arg-type]
         except (EngineError, DecisionShapeError, asyncio.TimeoutError) as e:
             error = str(e) or f"policy evaluation took longer than {self.timeout:g}s"

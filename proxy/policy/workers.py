@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import struct
 import sys
 from pathlib import Path
@@ -84,10 +85,12 @@ class WorkerEngine:
     """The :class:`~proxy.policy.engine.PolicyEngine` of ``policy_workers`` > 0."""
 
     name = "embedded-workers"
-    interruptible = True  # evaluate() awaits a pipe: a timeout cancels it, and the worker is replaced
+    interruptible = True  # evaluate() awaits a pipe: cancelling it kills the worker, which is replaced
+    times_itself = True  # the timeout counts the evaluation, not the wait for a free worker
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, timeout: float) -> None:
         self.size = workers
+        self.timeout = timeout
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
         self._load: bytes | None = None  # the load frame of the serving bundle, for replacements
@@ -134,18 +137,25 @@ class WorkerEngine:
     async def evaluate(self, query: str, input_json: bytes) -> tuple[Any, str]:
         worker = await self._idle.get()
         try:
-            kind, payload = await worker.ask(b"V", query.encode() + b"\0" + input_json)
-        except BaseException:  # cancelled at the timeout, or the worker died: it is not reused
-            worker.kill()
-            self._all.discard(worker)
-            task = asyncio.get_running_loop().create_task(self._replace())
-            self._replacing.add(task)
-            task.add_done_callback(self._replacing.discard)
+            kind, payload = await asyncio.wait_for(worker.ask(b"V", query.encode() + b"\0" + input_json), self.timeout)
+        except asyncio.TimeoutError:
+            self._retire(worker)
+            raise EngineError(f"policy evaluation took longer than {self.timeout:g}s") from None
+        except BaseException:  # cancelled (the client left), or the worker died: it is not reused
+            self._retire(worker)
             raise
         self._idle.put_nowait(worker)
         if kind == b"E":
             raise EngineError(payload.decode())
         return orjson.loads(payload), self._revision
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kill a worker that cannot be trusted with the next evaluation and start its successor."""
+        worker.kill()
+        self._all.discard(worker)
+        task = asyncio.get_running_loop().create_task(self._replace())
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
 
     async def _replace(self) -> None:
         """A fresh worker with the serving policies, retried until one starts (a spawn can
@@ -211,5 +221,19 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         stdout.flush()
 
 
+def _die_with_parent() -> None:
+    """End this worker when the proxy ends, even mid-evaluation (a SIGKILLed proxy closes
+    no pipe until regorus is done); the proxy handles Ctrl-C for both."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 if __name__ == "__main__":  # pragma: no cover - run by WorkerEngine
-    _serve(sys.stdin.buffer, sys.stdout.buffer)
+    _die_with_parent()
+    try:
+        _serve(sys.stdin.buffer, sys.stdout.buffer)
+    except (BrokenPipeError, ConnectionResetError):  # the proxy went away mid-answer
+        pass

@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from adapters.model import TrajectoryEvent
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +134,10 @@ class SessionStore(Protocol):
 
     async def session_for_response(self, response_id: str) -> tuple[str, str] | None:
         """(session id, node) of a response Proctor returned, for previous_response_id."""
+
+    async def latest_system_hashes(self, session_id: str, limit: int) -> list[str]:
+        """Hashes of the session's last ``limit`` system events, oldest first (events a
+        request-stage refusal withheld are not held)."""
 
     async def denied_calls(self, response_id: str) -> list[tuple[str, str, str]]:
         """(tool call id, output item type, why) of the calls Proctor denied out of that response."""

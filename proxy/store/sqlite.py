@@ -364,6 +364,17 @@ class SqliteStore:
 
         return self._now(read)
 
+    async def latest_system_hashes(self, session_id: str, limit: int) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT hash FROM events WHERE session_id = ? AND kind = 'system'"
+                " AND (labels IS NULL OR CAST(labels AS TEXT) NOT LIKE '%\"withheld\"%') ORDER BY seq DESC LIMIT ?",
+                (session_id, limit),
+            ).fetchall()
+            return [r[0] for r in reversed(rows)]
+
+        return self._now(read)
+
     async def denied_calls(self, response_id: str) -> list[tuple[str, str, str]]:
         def read(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
             row = conn.execute("SELECT denied FROM responses WHERE id = ?", (response_id,)).fetchone()

@@ -182,3 +182,10 @@ def _denied_calls_v6(db: sqlite_utils.Database) -> None:
     a call continuing it (previous_response_id) must answer them."""
     if "denied" not in {c.name for c in db["responses"].columns}:
         db.execute("ALTER TABLE responses ADD COLUMN denied TEXT")
+
+
+@_migration(7)
+def _system_events_v7(db: sqlite_utils.Database) -> None:
+    """A session's latest system events by one indexed read (the instructions a
+    Responses continuation re-sends are recorded only when they differ from them)."""
+    db.execute("CREATE INDEX IF NOT EXISTS events_system ON events (session_id, seq) WHERE kind = 'system'")

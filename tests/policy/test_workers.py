@@ -122,3 +122,93 @@ def test_a_worker_killed_from_outside_fails_one_decision_closed_and_is_replaced(
                 assert time.time() < deadline, "the worker was never replaced"
                 time.sleep(0.2)
     assert len(engine._all) == 1 and worker not in engine._all
+
+
+def test_a_call_waiting_for_a_free_worker_is_not_timed_out_for_the_wait(make_proxy: Any, upstream: Any,
+                                                                         tmp_path: Path) -> None:
+    """policy_timeout counts an evaluation, not the wait for a worker: with the only worker busy
+    on a slow rule, a harmless call waits its turn and is judged, not refused (nor let through
+    unjudged with fail_open)."""
+    root = write_policy(tmp_path / "slow", SLOW)
+    proxy = make_proxy(policies=str(root), policy_workers=1, policy_timeout=1.0)
+    results: dict[str, Any] = {}
+
+    def call(name: str, text: str) -> None:
+        with client(proxy) as c:
+            try:
+                results[name] = c.chat.completions.create(model="m", messages=[{"role": "user", "content": text}]).choices
+            except openai.PermissionDeniedError as e:
+                results[name] = str(e)
+
+    threads = [threading.Thread(target=call, args=(name, text))
+               for name, text in (("slow 1", "take your time"), ("slow 2", "take your time"), ("fast", "hi"))]
+    for thread in threads:  # the fast call waits behind two slow evaluations, over 2 s in all
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join(30)
+    assert "longer than 1s" in results["slow 1"] and "longer than 1s" in results["slow 2"]
+    assert isinstance(results["fast"], list), results["fast"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc (Linux)")
+def test_workers_end_with_the_proxy_even_mid_evaluation(tmp_path: Path, upstream: Any) -> None:
+    """A SIGKILLed proxy closes its pipes, but a worker busy in regorus would read them
+    only when done: it is ended with its parent instead; and a SIGTERM mid-evaluation
+    shuts down without a traceback."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    root = write_policy(tmp_path / "slow", SLOW)
+
+    def children(pid: int) -> set[int]:
+        found: set[int] = set()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        return found
+
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = tmp_path / f"serve-{sig.name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--upstream", upstream.url,
+                 "--store", f"sqlite:///{tmp_path}/{sig.name}.db", "--policies", str(root), "--policy-workers", "1"],
+                stdout=out, stderr=subprocess.STDOUT,  # killed: a long timeout; stopped: the call ends first
+                env={**os.environ, "PROCTOR_POLICY_TIMEOUT": "30" if sig is signal.SIGKILL else "3"})
+        try:
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            (worker,) = children(proc.pid)
+            def slow_call() -> None:
+                try:
+                    httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
+                               json={"model": "m", "messages": [{"role": "user", "content": "take your time"}]})
+                except httpx.HTTPError:  # the killed proxy answers nothing
+                    pass
+
+            busy = threading.Thread(target=slow_call)
+            busy.start()
+            time.sleep(1.0)  # the worker is deep in the slow rule
+            proc.send_signal(sig)
+            proc.wait(30)
+            busy.join(30)
+            deadline = time.time() + 5
+            while Path(f"/proc/{worker}").exists() and time.time() < deadline:
+                time.sleep(0.1)
+            assert not Path(f"/proc/{worker}").exists(), f"the worker outlived a {sig.name}"
+            assert "Traceback" not in log.read_text(), log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)

@@ -368,10 +368,10 @@ def test_instructions_resent_with_previous_response_id_are_recorded_once(agent_p
     status, hdrs, reply = post(agent_proxy, "/responses", body)
     assert status == 200
     sid = hdrs["X-Proctor-Session"]
-    for turn, instructions in enumerate(["You are terse.", "You are terse.", "You are verbose."]):
+    for turn, instructions in enumerate(["You are terse.", "You are terse.", "You are verbose.", "You are terse."]):
         status, hdrs, reply = post(agent_proxy, "/responses", {**body, "instructions": instructions,
                                                               "input": f"more {turn}", "previous_response_id": reply["id"]})
         assert status == 200 and hdrs["X-Proctor-Session"] == sid
     kinds = [(e.kind.value, e.text) for e in events(agent_proxy, sid) if e.kind.value in ("system", "user")]
     assert kinds == [("system", "You are terse."), ("user", "hi"), ("user", "more 0"), ("user", "more 1"),
-                     ("system", "You are verbose."), ("user", "more 2")]
+                     ("system", "You are verbose."), ("user", "more 2"), ("system", "You are terse."), ("user", "more 3")]
