@@ -6,7 +6,6 @@ input, a cut stream) ends in exactly one ``record_call``."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from proxy.context import PROXY, Proxy
 from proxy.enforcement import Enforcement, refusal_text
 from proxy.errors import InvalidRequest, ProctorError, UpstreamUnavailable
 from proxy.ids import random_hex
-from proxy.incoming import body_too_large, body_too_slow, decode_call, read_within, unsupported_parameter
+from proxy.incoming import decode_call, read_within, unsupported_parameter
 from proxy.policy.decision import Finding
 from proxy.redact import call_secrets, redact_credentials, redact_decision, redact_events, redact_json
 from proxy.sessions import Resolution, spawn_hashes
@@ -120,26 +119,15 @@ class ModelCall:
 
     async def run(self) -> web.StreamResponse:
         proxy, request = self.proxy, self.request
-        timed_out = False
-        unreadable: InvalidRequest | None = None
         try:
-            raw: bytes | None = await read_within(request, proxy.config.client_body_timeout, proxy.config.max_body_bytes)
-        except web.HTTPRequestEntityTooLarge:
-            raw = None
-        except InvalidRequest as err:
-            raw, unreadable = b"", err
+            raw = await read_within(request, proxy.config.client_body_timeout, proxy.config.max_body_bytes)
         except ConnectionResetError:  # aiohttp's ClientConnectionResetError is one too
             # The client left mid-upload: there is no one to answer and no call to record.
             return web.Response(status=400)
-        except asyncio.TimeoutError:
-            raw, timed_out = b"", True  # answered below, once the session is known
+        except InvalidRequest as err:  # answered once the session is known
+            self.res = await proxy.sessions.resolve(request.headers, None)
+            return await self._fail(err)
         try:
-            if timed_out:
-                raise body_too_slow(proxy.config.client_body_timeout)
-            if unreadable is not None:
-                raise unreadable
-            if raw is None:
-                raise body_too_large(proxy.config.max_body_bytes)
             self.call = call = decode_call(self.adapter, raw, proxy.resend)
         except InvalidRequest as err:
             self.res = await proxy.sessions.resolve(request.headers, None)

@@ -89,18 +89,23 @@ def unsupported_parameter(call: Call) -> InvalidRequest | None:
     return None
 
 
-async def read_within(request: web.Request, seconds: float, limit: int | None = None) -> bytes:
-    """The request body, or TimeoutError after ``seconds``; InvalidRequest for a body
-    declared larger than ``limit`` (at once, before it is sent) or one that cannot be
-    decoded as its Content-Encoding says. (asyncio.timeout arms a timer on this task;
-    wait_for would wrap the read in a task of its own, a loop iteration more on every call.)"""
-    if limit is not None and request.content_length is not None and request.content_length > limit:
+async def read_within(request: web.Request, seconds: float, limit: int) -> bytes:
+    """The request body, or the InvalidRequest that answers it: a 408 after ``seconds``,
+    a 413 past ``limit`` bytes (at once when the declared length says so), a 400 for
+    one that cannot be decoded as its Content-Encoding says. (asyncio.timeout arms a
+    timer on this task; wait_for would wrap the read in a task of its own, a loop
+    iteration more on every call.)"""
+    if request.content_length is not None and request.content_length > limit:
         raise body_too_large(limit)
     try:
         if sys.version_info >= (3, 11):
             async with asyncio.timeout(seconds):
                 return await request.read()
         return await asyncio.wait_for(request.read(), seconds)  # pragma: no cover - Python 3.10
+    except asyncio.TimeoutError:
+        raise body_too_slow(seconds) from None
+    except web.HTTPRequestEntityTooLarge:  # sent chunked, with no length to refuse it by
+        raise body_too_large(limit) from None
     except RequestPayloadError as e:
         reason = " ".join(str(e).split()).removeprefix("400, message: ")
         raise InvalidRequest(f"the request body could not be read ({reason}); send it as its Content-Encoding "

@@ -11,7 +11,6 @@ wrong provider."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 
@@ -19,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.calls import error_response
-from proxy.incoming import body_too_large, body_too_slow, read_within
+from proxy.incoming import read_within
 from proxy.context import PROXY
 from proxy.errors import ProctorError
 from proxy.ids import random_hex
@@ -46,13 +45,8 @@ async def handle_passthrough(request: web.Request) -> web.StreamResponse:
     resp: web.StreamResponse | None = None
     api = upstream_api(request)
     try:
-        try:
-            body = await read_within(request, proxy.config.client_body_timeout, proxy.config.max_body_bytes) \
-                if request.body_exists else None
-        except asyncio.TimeoutError:
-            raise body_too_slow(proxy.config.client_body_timeout) from None
-        except web.HTTPRequestEntityTooLarge:  # sent chunked, with no length to refuse it by
-            raise body_too_large(proxy.config.max_body_bytes) from None
+        body = await read_within(request, proxy.config.client_body_timeout, proxy.config.max_body_bytes) \
+            if request.body_exists else None
         up = await proxy.upstream.send(
             request.method,
             proxy.upstream.target(api, request.path, request.query_string),
