@@ -18,12 +18,12 @@ clients join the text of all message items with "" (``Response.output_text``).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
 from adapters.edits import ActionEdit, TextEdit
-from adapters.model import Call, TrajectoryEvent
+from adapters.model import Call, EventKind, TrajectoryEvent
 from adapters.openai_responses import ResponsesAdapter
 from adapters.responses_items import (
     Json,
@@ -142,11 +142,15 @@ class ResponsesEnforcer:
 _ANSWERS = {"function": "function_call_output", "custom": "custom_tool_call_output"}
 
 
-def answer_type(event: TrajectoryEvent) -> str | None:
-    """The output item type that answers this tool call, if Proctor can write one."""
-    if event.labels.get("builtin"):
-        return None
-    return _ANSWERS["custom" if event.labels.get("free_text") else "function"]
+def denied_answers(reply: Sequence[TrajectoryEvent]) -> list[tuple[str, str, str]]:
+    """(call id, the output item type that answers it, why) of each call of a reply that
+    was denied and that Proctor can answer (a built-in call's output needs data no one has)."""
+    return [
+        (ev.tool_call_id, _ANSWERS["custom" if ev.labels.get("free_text") else "function"],
+         "; ".join(f"{d['rule']}: {d['message']}" for d in ev.labels["denied"]))
+        for ev in reply
+        if ev.kind is EventKind.TOOL_CALL and ev.labels.get("denied") and ev.tool_call_id and not ev.labels.get("builtin")
+    ]
 
 
 def with_denied_answered(body: Json, denied: list[tuple[str, str, str]]) -> Json | None:

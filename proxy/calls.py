@@ -19,7 +19,7 @@ from adapters.base import Adapter
 from adapters.common import NotJson, loads_reply
 from adapters.edits import ActionEdit, Enforcer, TextEdit
 from adapters.model import Call, EventKind, Reply, TrajectoryEvent
-from adapters.responses_enforce import answer_type, with_denied_answered
+from adapters.responses_enforce import denied_answers, with_denied_answered
 from proxy import history
 from proxy.context import PROXY, Proxy
 from proxy.enforcement import Enforcement, refusal_text
@@ -27,7 +27,7 @@ from proxy.errors import InvalidRequest, ProctorError, UpstreamUnavailable
 from proxy.ids import random_hex
 from proxy.incoming import decode_call, read_within, unsupported_parameter
 from proxy.policy.decision import Finding
-from proxy.redact import call_secrets, redact_credentials, redact_decision, redact_events, redact_json
+from proxy.redact import call_secrets, redact_credentials, redact_decision, redact_events, redact_json, redact_text
 from proxy.sessions import Resolution, spawn_hashes
 from proxy.store.base import CallRecord, NewCall
 from proxy.upstream import forwardable, read_body
@@ -347,10 +347,8 @@ class ModelCall:
             decisions = [redact_decision(d, secrets) for d in decisions]
             reply_events = redacted[len(appended):len(appended) + len(reply_events)]
         if secrets and outcome.error:
-            outcome.error = redact_json(outcome.error, secrets)
-        denied_calls = [(ev.tool_call_id, kind, "; ".join(f"{d['rule']}: {d['message']}" for d in ev.labels["denied"]))
-                        for ev in reply_events if ev.kind is EventKind.TOOL_CALL and ev.labels.get("denied")
-                        and ev.tool_call_id and (kind := answer_type(ev))] if self.adapter.api == "responses" else []
+            outcome.error = redact_text(outcome.error, secrets)
+        denied_calls = denied_answers(reply_events) if self.adapter.api == "responses" else []
         usage = outcome.reply.usage
         record = CallRecord(
             id=self.call_id, session_id=res.session_id, api=self.adapter.api, path=self.request.path,

@@ -25,9 +25,21 @@ def call_secrets(headers: Mapping[str, str], config: ProxyConfig) -> list[str]:
 def redact_credentials(text: str, headers: Mapping[str, str], config: ProxyConfig) -> str:
     """``text`` without the credentials of this call: some upstreams echo a rejected
     key in their error body, which Proctor records."""
-    for secret in call_secrets(headers, config):
+    return redact_text(text, call_secrets(headers, config))
+
+
+def redact_text(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
         text = text.replace(secret, "[redacted]")
     return text
+
+
+def redact_json(value: Any, secrets: list[str]) -> Any:
+    """``value`` (JSON-like) with the credentials cut out of every string in it; ``value``
+    itself when it holds none (one serialisation either way)."""
+    dumped = orjson.dumps(value, default=str).decode()
+    cut = redact_text(dumped, [orjson.dumps(s).decode()[1:-1] for s in secrets])  # as JSON writes them
+    return value if cut == dumped else orjson.loads(cut)
 
 
 def redact_events(events: list[TrajectoryEvent], secrets: list[str]) -> list[TrajectoryEvent] | None:
@@ -39,15 +51,14 @@ def redact_events(events: list[TrajectoryEvent], secrets: list[str]) -> list[Tra
     out = []
     for ev in events:
         text, arguments, labels = ev.text, ev.arguments, ev.labels
-        if text is not None and any(s in text for s in secrets):
-            text = _cut(text, secrets)
+        if text is not None and _holds(text, secrets):
+            text = redact_text(text, secrets)
         if isinstance(arguments, str):
-            if any(s in arguments for s in secrets):
-                arguments = _cut(arguments, secrets)
+            arguments = redact_text(arguments, secrets) if _holds(arguments, secrets) else arguments
         elif arguments is not None:
-            arguments = _redacted_json(arguments, secrets)
+            arguments = redact_json(arguments, secrets)
         if labels:
-            labels = _redacted_json(labels, secrets)
+            labels = redact_json(labels, secrets)
         if text is ev.text and arguments is ev.arguments and labels is ev.labels:
             out.append(ev)
             continue
@@ -58,26 +69,8 @@ def redact_events(events: list[TrajectoryEvent], secrets: list[str]) -> list[Tra
     return out if changed else None
 
 
-def _cut(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    return text
-
-
-def _redacted_json(value: Any, secrets: list[str]) -> Any:
-    """``value`` itself when no secret is in it, else a redacted copy (one serialisation)."""
-    dumped = orjson.dumps(value, default=str).decode()
-    if not any(s in dumped or orjson.dumps(s).decode()[1:-1] in dumped for s in secrets):
-        return value
-    return redact_json(value, secrets)
-
-
-def redact_json(value: Any, secrets: list[str]) -> Any:
-    """``value`` (JSON-like) with the credentials cut out of every string in it."""
-    dumped = orjson.dumps(value, default=str).decode()
-    for secret in secrets:
-        dumped = dumped.replace(orjson.dumps(secret).decode()[1:-1], "[redacted]")
-    return orjson.loads(dumped)
+def _holds(text: str, secrets: list[str]) -> bool:
+    return any(s in text for s in secrets)
 
 
 def redact_decision(record: Any, secrets: list[str]) -> Any:
@@ -85,7 +78,7 @@ def redact_decision(record: Any, secrets: list[str]) -> Any:
     out of its input, its result and the decision's labels, patch and messages."""
     d = record.decision
     findings = {
-        name: tuple(dataclasses.replace(f, message=redact_json(f.message, secrets)) for f in getattr(d, name))
+        name: tuple(dataclasses.replace(f, message=redact_text(f.message, secrets)) for f in getattr(d, name))
         for name in ("deny", "warn", "ask", "terminate")
     }
     decision = dataclasses.replace(d, labels=redact_json(d.labels, secrets), patch=redact_json(d.patch, secrets), **findings)
