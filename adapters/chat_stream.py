@@ -269,8 +269,8 @@ class ChatStreamFilter:
             out.append(encode({**self._envelope, "choices": [choice]}))
             return out
         index, self._kept = self._kept, self._kept + 1
-        renamed = call.event is not None and (call.named > 1 or not _one_form(call.forms, call.event))
-        if (edit.verdict == "allow" and index == call.index and not renamed
+        reshaped = call.event is not None and (call.named > 1 or not _one_form(call.forms, call.event))
+        if (edit.verdict == "allow" and index == call.index and not reshaped
                 and all(raw is not None for raw, _, _ in entries)):
             return [raw for raw, _, _ in entries if raw is not None]
         arguments = wire_arguments(edit.arguments) if edit.verdict == "patch" else None
@@ -279,9 +279,9 @@ class ChatStreamFilter:
             new: list[dict[str, Any]] = []
             for piece in pieces:
                 piece = {**piece, "index": index}
-                if renamed:
+                if reshaped:
                     assert call.event is not None
-                    piece = _named_once(piece, not new and not out, call.event)
+                    piece = _as_judged(piece, not new and not out, call.event)
                 if arguments is not None:  # the whole new arguments ride on the call's first piece
                     function = piece.get("function")
                     function = dict(function) if isinstance(function, dict) else {}
@@ -335,9 +335,13 @@ def _forms(piece: dict[str, Any]) -> set[str]:
     return {*(k for k in ("function", "custom") if isinstance(piece.get(k), dict)), *((f"type:{kind}",) if kind else ())}
 
 
+def _judged_kind(event: TrajectoryEvent) -> str:
+    return "custom" if event.labels.get("free_text") else "function"
+
+
 def _one_form(forms: set[str], event: TrajectoryEvent) -> bool:
     """The pieces agree with each other and with the form the call was judged in."""
-    kind = "custom" if event.labels.get("free_text") else "function"
+    kind = _judged_kind(event)
     return forms <= {kind, f"type:{kind}"}
 
 
@@ -348,13 +352,13 @@ def _names_call(piece: dict[str, Any]) -> int:
     return int(any(isinstance(inner, dict) and inner.get("name") for inner in (piece.get("function"), piece.get("custom"))))
 
 
-def _named_once(piece: dict[str, Any], first: bool, event: TrajectoryEvent) -> dict[str, Any]:
+def _as_judged(piece: dict[str, Any], first: bool, event: TrajectoryEvent) -> dict[str, Any]:
     """A piece of a call whose name or id came in several pieces (the OpenAI SDK joins
     them, other clients keep the first or the last), or whose type and payloads
     disagree (SDKs go by the type, LangChain by the function object): the call goes
     on in the form judged only, its first piece carrying the whole name and id the
     policy judged and later pieces neither, so every client reads the same call."""
-    kind = "custom" if event.labels.get("free_text") else "function"
+    kind = _judged_kind(event)
     other = "function" if kind == "custom" else "custom"
     piece = {k: v for k, v in piece.items() if k not in ("id", other)}
     if "type" in piece:

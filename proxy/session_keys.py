@@ -108,7 +108,8 @@ def _body_field(call: Call, path: str) -> str | None:
 
 def parent_header(headers: Mapping[str, str]) -> str | None:
     """The parent session a sub-agent's request names, if any."""
-    return next((clean_id(headers[h].strip()) for h in PARENT_HEADERS if headers.get(h, "").strip()), None)
+    raw = _raw_parent_header(headers)
+    return clean_id(raw) if raw else None
 
 
 def _raw_parent_header(headers: Mapping[str, str]) -> str | None:
